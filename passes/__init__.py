@@ -1,0 +1,1 @@
+"""IR transformations on Relax modules (installed as tvmcompress.passes)."""

@@ -1,0 +1,1 @@
+"""Default CPU/GPU schedules and MetaSchedule tuning."""
