@@ -1,0 +1,175 @@
+"""The public Python API. Everything the CLI does goes through here.
+
+    import tvmcompress
+    artifact = tvmcompress.compile("model.onnx", "aarch64", output="out/")
+    outputs = tvmcompress.load("out/").run({"input": x})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+import onnx
+
+from . import __version__, frontend
+from .artifact import (
+    LIBRARY_NAME,
+    MANIFEST_NAME,
+    REPORT_HTML_NAME,
+    REPORT_JSON_NAME,
+    SCHEMA_VERSION,
+    Artifact,
+    ArtifactWriter,
+    check_output_dir_writable,
+    sha256_file,
+    write_json,
+)
+from .config import CompileOptions
+from .errors import TvmcompressError
+from .targets import presets, toolchain
+
+log = logging.getLogger(__name__)
+
+ModelSource = str | os.PathLike | onnx.ModelProto | bytes
+
+
+def load_model(source: ModelSource) -> onnx.ModelProto:
+    """Read and check an ONNX model from a path, bytes or a ModelProto."""
+    return frontend.load_model(source)
+
+
+def load(directory: str | os.PathLike) -> Artifact:
+    """Open a compiled artifact directory."""
+    return Artifact(os.fspath(directory))
+
+
+def _source_bytes(source: ModelSource, model: onnx.ModelProto) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return f.read()
+    if isinstance(source, bytes):
+        return source
+    return model.SerializeToString(deterministic=True)
+
+
+def _versions() -> dict[str, str]:
+    import tvm
+    import tvm_ffi
+
+    return {"tvmcompress": __version__, "tvm": tvm.__version__, "tvm-ffi": tvm_ffi.__version__}
+
+
+def _verify_foreign_library(path: str, preset: presets.TargetPreset) -> dict[str, Any]:
+    """What readelf says of model.so, and whether it is the architecture the target asked for."""
+    header = toolchain.readelf_header(path)
+    machine = header.get("Machine", "")
+    if machine != preset.elf_machine:
+        raise RuntimeError(f"linked {path} for {preset.name} but readelf says Machine '{machine}'")
+    return {"class": header.get("Class"), "machine": machine, "flags": header.get("Flags")}
+
+
+def compile(  # noqa: A001 - the verb users expect; shadows the builtin only inside this module
+    model: ModelSource,
+    target: str = "host",
+    *,
+    output: str | os.PathLike,
+    options: CompileOptions | None = None,
+) -> Artifact:
+    """Compile an ONNX model into an artifact directory at `output` for `target` (a preset name or TVM JSON)."""
+    options = options or CompileOptions()
+    output = os.fspath(output)
+    start = time.perf_counter()
+
+    # Cheap checks first: a missing toolchain or unwritable OUT should fail before a minutes-long build.
+    preset = presets.with_cores(presets.resolve_preset(target), options.cores)
+    toolchain.find_compiler(preset)
+    check_output_dir_writable(output)
+
+    source_model = frontend.load_model(model)
+    source_bytes = _source_bytes(model, source_model)
+    canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
+    frontend.check_supported(canonical)
+    inputs, outputs = frontend.model_io(canonical)
+    log.info("importing %d-node graph into Relax", len(canonical.graph.node))
+    mod = frontend.import_to_relax(canonical)
+
+    from .build import build_library  # local: imports tvm's compiler stack
+    from .relax_stats import constant_bytes
+    from .report import write_report
+
+    with ArtifactWriter(output) as writer:
+        library = writer.path(LIBRARY_NAME)
+        result = build_library(mod, preset, library)
+        verification = {"runner": preset.runner}
+        if preset.runner != "native":
+            verification["elf"] = _verify_foreign_library(library, preset)
+        passes = [
+            {"name": "frontend.canonicalize", "options": options.to_json()},
+            {"name": "frontend.import_to_relax", "options": {}},
+            {"name": result.pipeline, "options": {}},
+        ]
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "versions": _versions(),
+            "target": {
+                "preset": preset.name,
+                "json": presets.full_target_json(preset),
+                "arch": preset.arch,
+                "runner": preset.runner,
+                "requires": sorted(preset.requires),
+            },
+            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in inputs],
+            "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in outputs],
+            "passes": passes,
+            "sizes": {
+                "source_model_bytes": len(source_bytes),
+                "weights_bytes": constant_bytes(mod),
+                "library_bytes": os.path.getsize(library),
+            },
+            "hashes": {
+                "source_model": hashlib.sha256(source_bytes).hexdigest(),
+                "inputs": {},  # calibration / evaluation files, by CLI name, as later steps add them
+                LIBRARY_NAME: sha256_file(library),
+            },
+            "verification": verification,
+            "build_seconds": round(time.perf_counter() - start, 3),
+        }
+        write_json(writer.path(MANIFEST_NAME), manifest)
+        write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
+    log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
+    return Artifact(output)
+
+
+def frontend_stats(model: onnx.ModelProto) -> dict[str, Any]:
+    from .model_stats import model_stats
+
+    return model_stats(model)
+
+
+def inspect(model: ModelSource, input_shapes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Op histogram, inputs/outputs, parameters, MACs per layer type and unsupported ops of an ONNX model."""
+    source_model = frontend.load_model(model)
+    try:
+        canonical = frontend.canonicalize(source_model, input_shapes or {})
+    except TvmcompressError:
+        # Inspection should still describe a model whose shapes are not fixed yet: report it as loaded.
+        canonical = source_model
+    return frontend_stats(canonical)
+
+
+def list_targets() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": p.name,
+            "description": p.description,
+            "tvm_target": p.tvm_target,
+            "compiler": p.toolchain.compiler,
+            "debian_package": p.toolchain.debian_package,
+            "runner": p.runner,
+        }
+        for p in presets.list_presets()
+    ]

@@ -1,0 +1,166 @@
+"""The artifact directory: model.so + manifest.json + report.json/html (+ tuning/), written atomically.
+
+`ArtifactWriter` builds everything in a hidden temp directory beside OUT and renames it into place at the end, so
+a failure at any step leaves nothing at OUT (and an existing OUT untouched). `Artifact` loads a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import TvmcompressError
+
+SCHEMA_VERSION = 1
+LIBRARY_NAME = "model.so"
+MANIFEST_NAME = "manifest.json"
+REPORT_JSON_NAME = "report.json"
+REPORT_HTML_NAME = "report.html"
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: str, data: Any) -> None:
+    # sort_keys + fixed separators: the same data always gives the same bytes (determinism promise).
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def check_output_dir_writable(out: str) -> None:
+    """Fail before the (long) build if OUT cannot be created, rather than after it."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TvmcompressError(f"output '{out}' exists and is not a directory: choose another -o path")
+    if not os.path.isdir(parent):
+        raise TvmcompressError(f"cannot write '{out}': its parent directory '{parent}' does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TvmcompressError(f"cannot write '{out}': no write permission in '{parent}'; choose another -o path")
+
+
+class ArtifactWriter:
+    """Context manager: files go into `self.tmpdir`; on success the directory replaces OUT in one rename."""
+
+    def __init__(self, out: str):
+        self.out = os.path.abspath(out)
+        self.tmpdir = ""
+
+    def __enter__(self) -> "ArtifactWriter":
+        check_output_dir_writable(self.out)
+        parent = os.path.dirname(self.out)
+        try:
+            self.tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.tmp-", dir=parent)
+        except OSError as err:
+            raise TvmcompressError(f"cannot write '{self.out}': {err.strerror}; choose another -o path") from None
+        return self
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.tmpdir, name)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            return
+        os.chmod(self.tmpdir, 0o755)  # mkdtemp makes it 0700
+        if os.path.isdir(self.out):
+            # Swap: move the old OUT aside, rename the new one in, then delete the old one.
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.old-", dir=os.path.dirname(self.out))
+            os.rename(self.out, os.path.join(old, "x"))
+            os.rename(self.tmpdir, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.tmpdir, self.out)
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "IOSpec":
+        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), str(data["dtype"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+class Artifact:
+    """A compiled model directory. `run` executes it the way its target allows on this machine."""
+
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+        manifest_path = os.path.join(self.directory, MANIFEST_NAME)
+        if not os.path.isfile(manifest_path):
+            raise TvmcompressError(
+                f"'{directory}' is not a tvmcompress artifact (no {MANIFEST_NAME}): pass the -o directory of `tvmcompress compile`"
+            )
+        try:
+            with open(manifest_path, encoding="utf-8") as f:
+                self.manifest: dict[str, Any] = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise TvmcompressError(f"cannot read {manifest_path} ({err}): recompile the artifact") from None
+        if self.manifest.get("schema_version") != SCHEMA_VERSION:
+            raise TvmcompressError(
+                f"artifact schema {self.manifest.get('schema_version')} is not {SCHEMA_VERSION}: recompile it with this tvmcompress"
+            )
+        self.inputs = [IOSpec.from_json(d) for d in self.manifest["inputs"]]
+        self.outputs = [IOSpec.from_json(d) for d in self.manifest["outputs"]]
+
+    @property
+    def library_path(self) -> str:
+        return os.path.join(self.directory, LIBRARY_NAME)
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return self.manifest["target"]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one model call: {input name: array of the model's shape} -> {output name: array}."""
+        from .data import validate_inputs
+
+        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        n = validate_inputs(arrays, self.inputs, source="inputs", allow_label=False)
+        if n != 1:
+            raise TvmcompressError(
+                f"inputs hold {n} samples; Artifact.run takes one model call: use run_batches() or `tvmcompress run` for a stacked .npz"
+            )
+        return self._call([arrays[spec.name] for spec in self.inputs])
+
+    def run_batches(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every sample of a stacked `.npz`-style dict; outputs are stacked on axis 0 the same way."""
+        from .data import iterate_batches, validate_inputs
+
+        data = dict(data)
+        validate_inputs(data, self.inputs, source="inputs")
+        results: dict[str, list[np.ndarray]] = {spec.name: [] for spec in self.outputs}
+        for batch in iterate_batches(data, self.inputs):
+            for name, value in self._call([batch[spec.name] for spec in self.inputs]).items():
+                results[name].append(value if value.ndim else value[None])
+        return {name: np.concatenate(parts, axis=0) for name, parts in results.items()}
+
+    def _call(self, ordered: list[np.ndarray]) -> dict[str, np.ndarray]:
+        from .targets.runners import run_library
+
+        target = self.target
+        values = run_library(
+            target["runner"], target["arch"], self.library_path, ordered, requires=target.get("requires", [])
+        )
+        if len(values) != len(self.outputs):
+            raise RuntimeError(f"the library returned {len(values)} outputs, the manifest lists {len(self.outputs)}")
+        return {spec.name: value for spec, value in zip(self.outputs, values)}

@@ -1,0 +1,86 @@
+"""The `.npz` data contract used by run, calibration and evaluation.
+
+Keys are the model's input names. Each array is that input stacked along axis 0: `[N*B, ...]` for a model batch
+of `B`, so an npz holds N samples. Evaluation files may add `label` (int64 [N]).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import TvmcompressError
+
+LABEL_KEY = "label"
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of an npz, read eagerly (the file is closed before returning)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TvmcompressError(f"data file '{path}' does not exist: pass an .npz whose keys are the model's input names")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise TvmcompressError(f"'{path}' is not a readable .npz file ({err}): write it with numpy.savez") from None
+
+
+def validate_inputs(data: dict[str, np.ndarray], inputs: Sequence, *, source: str, allow_label: bool = True) -> int:
+    """Check that `data` holds exactly the model inputs, stacked on axis 0; return the number of batches N.
+
+    `inputs` are TensorSpec-like objects (name, shape, dtype). Every problem is reported in one line that names
+    the input and says what the model expects.
+    """
+    expected = {spec.name: spec for spec in inputs}
+    keys = set(data) - ({LABEL_KEY} if allow_label else set())
+    missing = sorted(set(expected) - keys)
+    extra = sorted(keys - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown key(s) {', '.join(extra)}")
+        raise TvmcompressError(
+            f"{source}: {'; '.join(parts)}; the model's inputs are {', '.join(expected)}"
+            + (f" (plus optional '{LABEL_KEY}')" if allow_label else "")
+        )
+    counts = set()
+    for name, spec in expected.items():
+        array = data[name]
+        want = tuple(spec.shape)
+        if str(array.dtype) != spec.dtype:
+            raise TvmcompressError(
+                f"{source}: input '{name}' has dtype {array.dtype}, the model expects {spec.dtype}: convert it with .astype('{spec.dtype}')"
+            )
+        batch = want[0] if want else 1
+        ok = array.ndim == len(want) and array.shape[1:] == want[1:] and array.shape[0] % batch == 0 and array.shape[0] > 0
+        if not want:
+            ok = array.ndim == 1 and array.shape[0] > 0
+        if not ok:
+            raise TvmcompressError(
+                f"{source}: input '{name}' has shape {list(array.shape)}, the model expects {list(want)} "
+                f"stacked on axis 0 (shape [N*{batch}, {', '.join(map(str, want[1:]))}])".replace(", ]", "]")
+            )
+        counts.add(array.shape[0] // batch if want else array.shape[0])
+    if len(counts) > 1:
+        raise TvmcompressError(f"{source}: inputs hold different numbers of samples ({sorted(counts)}): stack the same N for each")
+    n = counts.pop() if counts else 0
+    if allow_label and LABEL_KEY in data and data[LABEL_KEY].shape[0] != n:
+        raise TvmcompressError(f"{source}: '{LABEL_KEY}' has {data[LABEL_KEY].shape[0]} entries for {n} samples: give one label per sample")
+    return n
+
+
+def iterate_batches(data: dict[str, np.ndarray], inputs: Sequence) -> Iterator[dict[str, np.ndarray]]:
+    """Yield one model call's inputs at a time, in file order. Call `validate_inputs` first."""
+    n = validate_inputs(data, inputs, source="data")
+    for i in range(n):
+        batch = {}
+        for spec in inputs:
+            b = spec.shape[0] if spec.shape else 1
+            batch[spec.name] = data[spec.name][i * b : (i + 1) * b] if spec.shape else data[spec.name][i]
+        yield batch
