@@ -135,11 +135,11 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines += [f"  {t['name']}: {t['dtype']} {t['shape']}" for t in stats["inputs"]]
     lines.append("outputs:")
     lines += [f"  {t['name']}: {t['dtype']} {t['shape']}" for t in stats["outputs"]]
-    lines.append(f"parameters: {stats['param_count']:,} ({stats['param_bytes']:,} bytes)")
+    lines.append(f"parameters: {stats['parameters']['count']:,} ({stats['parameters']['bytes']:,} bytes)")
     lines.append("ops:")
     lines += [f"  {op:<24} {n}" for op, n in sorted(stats["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0]))]
-    lines.append(f"MACs: {stats['total_macs']:,}")
-    lines += [f"  {op:<24} {n:,}" for op, n in sorted(stats["macs_per_op_type"].items())]
+    lines.append(f"MACs: {stats['macs']['total']:,}")
+    lines += [f"  {op:<24} {n:,}" for op, n in sorted(stats["macs"]["by_layer_type"].items())]
     unsupported = stats.get("unsupported_ops", [])
     lines.append(f"unsupported ops: {', '.join(unsupported) if unsupported else 'none'}")
     return "\n".join(lines)

@@ -36,10 +36,10 @@ def render_html(report: dict[str, Any]) -> str:
     sections = [
         ("Target", _table([("preset", report["target"]["preset"]), ("arch", report["target"]["arch"])])),
         ("Sizes (bytes)", _table(sorted(report["sizes"].items()))),
-        ("Inputs", _table([(i["name"], f"{i['dtype']} {i['shape']}") for i in model.get("inputs", [])])),
-        ("Outputs", _table([(o["name"], f"{o['dtype']} {o['shape']}") for o in model.get("outputs", [])])),
-        ("Operators", _table(sorted(model.get("op_histogram", {}).items()))),
-        ("MACs per layer type", _table(sorted(model.get("macs_per_op_type", {}).items()))),
+        ("Inputs", _table([(i["name"], f"{i['dtype']} {i['shape']}") for i in model["inputs"]])),
+        ("Outputs", _table([(o["name"], f"{o['dtype']} {o['shape']}") for o in model["outputs"]])),
+        ("Operators", _table(sorted(model["op_histogram"].items()))),
+        ("MACs per layer type", _table(sorted(model["macs"]["by_layer_type"].items()))),
         ("Passes", _table([(p["name"], p["options"]) for p in report["passes"]])),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
