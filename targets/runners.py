@@ -26,17 +26,64 @@ def _outputs_to_numpy(result) -> list[np.ndarray]:
     return arrays
 
 
-def run_native(library: str, inputs: Sequence[np.ndarray], requires: Sequence[str] = ()) -> list[np.ndarray]:
+class Session:
+    """A model library loaded once and called many times: `session(inputs) -> outputs`, both lists in model order."""
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run_many(self, samples: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarray]]:
+        """Several calls; runners with a per-call start-up cost (qemu) override this to pay it once."""
+        return [self(inputs) for inputs in samples]
+
+
+class VMSession(Session):
+    """The Relax VM of a library loaded in this process (native CPU or CUDA)."""
+
+    def __init__(self, library: str, device: str):
+        import tvm
+        from tvm import relax
+
+        self.device = tvm.cpu(0) if device == "cpu" else tvm.cuda(0)
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(library), self.device)
+        self.main = self.vm["main"]
+
+    def to_device(self, inputs: Sequence[np.ndarray]) -> list:
+        import tvm
+
+        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in inputs]
+
+    def call_device(self, tensors: list):
+        """One call on inputs already on the device (what benchmarks time)."""
+        return self.main(*tensors)
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return _outputs_to_numpy(self.call_device(self.to_device(inputs)))
+
+
+class QemuSession(Session):
+    def __init__(self, arch: str, library: str):
+        from . import qemu
+
+        reason = qemu.qemu_available(arch)
+        if reason is not None:
+            raise TvmcompressError(reason)
+        self.qemu, self.arch, self.library = qemu, arch, library
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.qemu.run_under_qemu(self.arch, self.library, list(inputs))
+
+
+def _check_host_flags(requires: Sequence[str]) -> None:
     missing = sorted(set(requires) - cpu_features.detect().flags)
     if missing:
         raise TvmcompressError(
             f"this machine lacks {', '.join(missing)}, which the artifact's target needs: run it on such a CPU, "
             "or compile for --target host"
         )
-    return _run_vm(library, inputs, device="cpu")
 
 
-def run_gpu(library: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _check_gpu() -> None:
     import tvm
 
     if not tvm.cuda(0).exist:
@@ -44,35 +91,18 @@ def run_gpu(library: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
             "this artifact is built for CUDA and this machine has no usable CUDA GPU (or TVM lacks the CUDA "
             "runtime): run it on a machine with an NVIDIA GPU and a CUDA-enabled TVM runtime"
         )
-    return _run_vm(library, inputs, device="cuda")
 
 
-def _run_vm(library: str, inputs: Sequence[np.ndarray], device: str) -> list[np.ndarray]:
-    import tvm
-    from tvm import relax
-
-    dev = tvm.cpu(0) if device == "cpu" else tvm.cuda(0)
-    lib = tvm.runtime.load_module(library)
-    vm = relax.VirtualMachine(lib, dev)
-    tensors = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
-    return _outputs_to_numpy(vm["main"](*tensors))
-
-
-def run_library(
-    runner: str, arch: str, library: str, inputs: Sequence[np.ndarray], requires: Sequence[str] = ()
-) -> list[np.ndarray]:
-    """Dispatch on the manifest's runner kind."""
+def open_session(runner: str, arch: str, library: str, requires: Sequence[str] = ()) -> Session:
+    """Load a library the way the manifest's runner kind says it runs on this machine."""
     if runner == "native":
-        return run_native(library, inputs, requires)
+        _check_host_flags(requires)
+        return VMSession(library, "cpu")
     if runner == "gpu":
-        return run_gpu(library, inputs)
+        _check_gpu()
+        return VMSession(library, "cuda")
     if runner in ("qemu-aarch64", "qemu-arm"):
-        from . import qemu
-
-        reason = qemu.qemu_available(arch)
-        if reason is not None:
-            raise TvmcompressError(reason)
-        return qemu.run_under_qemu(arch, library, list(inputs))
+        return QemuSession(arch, library)
     if runner == "link-check":
         raise TvmcompressError(
             f"no TVM runtime for {arch} exists on this machine, so its artifacts are link-checked only: "

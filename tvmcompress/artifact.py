@@ -121,6 +121,7 @@ class Artifact:
             )
         self.inputs = [IOSpec.from_json(d) for d in self.manifest["inputs"]]
         self.outputs = [IOSpec.from_json(d) for d in self.manifest["outputs"]]
+        self._session = None
 
     @property
     def library_path(self) -> str:
@@ -148,19 +149,28 @@ class Artifact:
 
         data = dict(data)
         validate_inputs(data, self.inputs, source="inputs")
+        samples = [[batch[spec.name] for spec in self.inputs] for batch in iterate_batches(data, self.inputs)]
         results: dict[str, list[np.ndarray]] = {spec.name: [] for spec in self.outputs}
-        for batch in iterate_batches(data, self.inputs):
-            for name, value in self._call([batch[spec.name] for spec in self.inputs]).items():
+        for values in self.session().run_many(samples):
+            for name, value in self._named(values).items():
                 results[name].append(value if value.ndim else value[None])
         return {name: np.concatenate(parts, axis=0) for name, parts in results.items()}
 
-    def _call(self, ordered: list[np.ndarray]) -> dict[str, np.ndarray]:
-        from .targets.runners import run_library
+    def session(self):
+        """The library, loaded once for this artifact (see targets.runners.open_session)."""
+        from .targets.runners import open_session
 
-        target = self.target
-        values = run_library(
-            target["runner"], target["arch"], self.library_path, ordered, requires=target.get("requires", [])
-        )
+        if self._session is None:
+            target = self.target
+            self._session = open_session(
+                target["runner"], target["arch"], self.library_path, requires=target.get("requires", [])
+            )
+        return self._session
+
+    def _call(self, ordered: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return self._named(self.session()(ordered))
+
+    def _named(self, values: list[np.ndarray]) -> dict[str, np.ndarray]:
         if len(values) != len(self.outputs):
             raise RuntimeError(f"the library returned {len(values)} outputs, the manifest lists {len(self.outputs)}")
         return {spec.name: value for spec, value in zip(self.outputs, values)}
