@@ -64,6 +64,16 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_shape_flags(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("bench", parents=[common], help="time artifacts against ONNX Runtime, interleaved")
+    p.add_argument("model", help="path to the .onnx model (ONNX Runtime runs it)")
+    p.add_argument("--target", default="host", help="compile the model for this target when no --artifact is given")
+    p.add_argument("--artifact", action="append", default=[], help="artifact directory to time (repeatable)")
+    _add_shape_flags(p)
+    p.add_argument("--ort-int8", action="store_true", help="also time ONNX Runtime static int8 (QDQ, per-channel)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per contender (>= 30)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
     p = sub.add_parser("targets", parents=[common], help="list target presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -145,6 +155,29 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cmd_bench(args) -> int:
+    import tempfile
+
+    from . import api
+    from .bench import BenchConfig, benchmark, format_table, rows_to_json
+    from .config import CompileOptions, parse_input_shape
+
+    config = BenchConfig(runs=args.runs, threads=args.threads, ort_int8=args.ort_int8)
+    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    with tempfile.TemporaryDirectory(prefix="tvmcompress-bench-") as tmp:
+        artifacts = {directory: directory for directory in args.artifact}
+        if not artifacts:
+            out = os.path.join(tmp, "build")
+            api.compile(args.model, args.target, output=out, options=CompileOptions.create(input_shapes=shapes))
+            artifacts[f"{args.target} (default build)"] = out
+        rows = benchmark(args.model, artifacts, config, input_shapes=shapes)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(rows_to_json(rows, config), f, indent=2)
+    return EXIT_OK
+
+
 def _cmd_targets(args) -> int:
     from . import api
 
@@ -159,7 +192,13 @@ def _cmd_targets(args) -> int:
 
 
 _GLOBAL_FLAGS = ("--debug", "-q", "--quiet")
-_COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "inspect": _cmd_inspect, "targets": _cmd_targets}
+_COMMANDS = {
+    "compile": _cmd_compile,
+    "run": _cmd_run,
+    "inspect": _cmd_inspect,
+    "bench": _cmd_bench,
+    "targets": _cmd_targets,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
