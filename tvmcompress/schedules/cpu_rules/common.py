@@ -1,0 +1,160 @@
+"""Schedule helpers shared by the CPU rules: block lookup, epilogue fusion, loop vectorization."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.schedule import LoopRV, SBlockRV
+
+from .packed_compute import SCHEDULE_KEY
+
+# Below this many output elements a loop nest is not worth a parallel launch.
+PARALLEL_MIN_ELEMENTS = 4096
+
+
+def loop_extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def root_blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def find_annotated_block(sch: s_tir.Schedule, kind: str) -> SBlockRV | None:
+    """The single root-level block whose `tvmcompress.schedule` annotation equals kind."""
+    found = None
+    for block in root_blocks(sch):
+        value = sch.get(block).annotations.get(SCHEDULE_KEY)
+        if value is not None and str(value) == kind:
+            if found is not None:
+                return None
+            found = block
+    return found
+
+
+def is_spatial_block(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    stmt = sch.get(block)
+    return stmt.init is None and all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars)
+
+
+def fuse_epilogue(sch: s_tir.Schedule, main: SBlockRV) -> SBlockRV | None:
+    """Inline every spatial block after `main` into one final consumer block and return it.
+
+    Blocks are walked in program order; each spatial block that feeds later blocks is inlined into them
+    (compute_inline). What remains after `main` is one block (or none). Returns None when the epilogue
+    cannot be reduced to a single block, which callers treat as "rule does not apply".
+    """
+    blocks = root_blocks(sch)
+    index = [sch.get(b).name_hint for b in blocks].index(sch.get(main).name_hint)
+    after = blocks[index + 1:]
+    for block in after[:-1]:
+        if not is_spatial_block(sch, block):
+            return None
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            return None
+    if not after:
+        return None
+    last = after[-1]
+    return last if is_spatial_block(sch, last) else None
+
+
+def vectorize_innermost(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:
+    """Vectorize `loop` when its extent is a multiple of the lanes (split first if larger)."""
+    extent = loop_extent(sch, loop)
+    if extent is None or extent < 2:
+        return
+    if extent <= lanes * 4 and extent % lanes == 0:
+        sch.vectorize(loop)
+    elif extent % lanes == 0:
+        _, inner = sch.split(loop, factors=[None, lanes])
+        sch.vectorize(inner)
+    elif extent < lanes:
+        sch.vectorize(loop)
+
+
+def schedule_spatial_block(sch: s_tir.Schedule, block: SBlockRV, lanes: int, parallel: bool = True) -> None:
+    """Injective treatment: fuse all loops, vectorize a SIMD-wide inner piece, parallelize the rest."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    total = loop_extent(sch, fused)
+    if total is None:
+        outer, inner = sch.split(fused, factors=[None, lanes])
+        sch.vectorize(inner)
+        if parallel:
+            sch.parallel(outer)
+        return
+    if total % lanes == 0 and total >= lanes:
+        outer, inner = sch.split(fused, factors=[None, lanes])
+        sch.vectorize(inner)
+    else:
+        outer = fused
+    if parallel and total >= PARALLEL_MIN_ELEMENTS and loop_extent(sch, outer) > 1:
+        sch.parallel(outer)
+
+
+def _loops_by_kind(sch: s_tir.Schedule, block: SBlockRV) -> tuple[list[LoopRV], list[LoopRV]] | None:
+    """Spatial and reduction loops of an unscheduled block (one loop per block iter, same order)."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(loops) != len(stmt.iter_vars):
+        return None
+    spatial, reduce = [], []
+    for loop, iv in zip(loops, stmt.iter_vars):
+        if iv.iter_type == tirx.IterVar.DataPar:
+            spatial.append(loop)
+        elif iv.iter_type == tirx.IterVar.CommReduce:
+            reduce.append(loop)
+        else:
+            return None
+    return spatial, reduce
+
+
+def innermost_output_is_last_spatial(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    """Whether the output's innermost index is the block's last spatial iter (a unit-stride store)."""
+    stmt = sch.get(block)
+    spatial_vars = [iv.var for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    if not spatial_vars or not stmt.writes:
+        return False
+    last = stmt.writes[0].region[-1].min
+    return isinstance(last, tirx.Var) and last.same_as(spatial_vars[-1])
+
+
+def schedule_reduction_block(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> bool:
+    """Generic reduction treatment; returns False when the loop nest is not a plain one.
+
+    Channel-innermost reductions (pooling, mean over H and W in NHWC): spatial_outer / reduce /
+    spatial_last (vectorized). Others: spatial (parallel) / reduce (serial).
+    """
+    kinds = _loops_by_kind(sch, block)
+    if kinds is None:
+        return False
+    spatial, reduce = kinds
+    if not reduce:
+        schedule_spatial_block(sch, block, lanes)
+        return True
+    vector = None
+    last_extent = loop_extent(sch, spatial[-1]) if spatial else None
+    if spatial and innermost_output_is_last_spatial(sch, block) and last_extent and last_extent % lanes == 0:
+        vector = spatial.pop()
+        sch.reorder(*spatial, *reduce, vector)
+        if last_extent > lanes:
+            outer_c, vector = sch.split(vector, factors=[None, lanes])
+            sch.reorder(*spatial, outer_c, *reduce, vector)
+            spatial.append(outer_c)
+    elif spatial:
+        sch.reorder(*spatial, *reduce)
+    total = 1
+    for loop in spatial:
+        total *= loop_extent(sch, loop) or PARALLEL_MIN_ELEMENTS
+    if spatial:
+        fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+        if total * (lanes if vector is not None else 1) >= PARALLEL_MIN_ELEMENTS // 4 and total > 1:
+            sch.parallel(fused)
+    if vector is not None:
+        sch.vectorize(vector)
+    sch.decompose_reduction(block, reduce[0])
+    return True
