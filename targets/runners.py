@@ -101,7 +101,7 @@ def open_session(runner: str, arch: str, library: str, requires: Sequence[str] =
     if runner == "gpu":
         _check_gpu()
         return VMSession(library, "cuda")
-    if runner in ("qemu-aarch64", "qemu-arm"):
+    if runner in ("qemu-aarch64", "qemu-arm", "qemu-riscv64"):
         return QemuSession(arch, library)
     if runner == "link-check":
         raise TvmcompressError(

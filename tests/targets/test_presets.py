@@ -15,7 +15,7 @@ from tvmcompress.targets import cpu_features, presets
         ("arm64", "aarch64", "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "qemu-aarch64"),
         ("aarch64-dotprod", "aarch64", "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "qemu-aarch64"),
         ("armv7", "armv7", "arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf", "qemu-arm"),
-        ("riscv64", "riscv64", "riscv64-linux-gnu-g++", "g++-riscv64-linux-gnu", "link-check"),
+        ("riscv64", "riscv64", "riscv64-linux-gnu-g++", "g++-riscv64-linux-gnu", "qemu-riscv64"),
         ("x86-64", "x86_64", "g++", "g++", "native"),
         ("cuda", "cuda", "g++", "g++", "gpu"),
     ],
