@@ -65,9 +65,18 @@ def run_under_qemu(arch: str, library: Path, inputs: list[np.ndarray], num_threa
     A tuple result gives one array per leaf, depth first. `num_threads` sets TVM_NUM_THREADS for the runtime's
     thread pool (1 gives reproducible timings; qemu-user runs guest threads on host threads).
     """
+    return run_many_under_qemu(arch, library, [inputs], num_threads)[0]
+
+
+def run_many_under_qemu(
+    arch: str, library: Path, samples: list[list[np.ndarray]], num_threads: int = 1
+) -> list[list[np.ndarray]]:
+    """Like run_under_qemu for several input sets, in one qemu process: the library and runtime load once."""
     spec = foreign_arch(arch)
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if not samples:
+        return []
     reason = runtime_cache.missing_tool(spec)
     if reason is not None:
         raise TvmcompressError(reason)
@@ -80,27 +89,34 @@ def run_under_qemu(arch: str, library: Path, inputs: list[np.ndarray], num_threa
     with tempfile.TemporaryDirectory(prefix="tvmcompress-qemu-") as scratch:
         scratch_dir = Path(scratch)
         input_files = []
-        for index, value in enumerate(inputs):
-            path = scratch_dir / f"in{index}.tensor"
-            _write_tensor_file(path, value, index)
-            input_files.append(str(path))
+        for k, inputs in enumerate(samples):
+            for index, value in enumerate(inputs):
+                path = scratch_dir / f"s{k}_in{index}.tensor"
+                _write_tensor_file(path, value, index)
+                input_files.append(str(path))
         out_dir = scratch_dir / "out"
-        out_dir.mkdir()
+        for k in range(len(samples)):
+            (out_dir / f"s{k}").mkdir(parents=True)
         command = [
             qemu_binary, "-L", str(spec.sysroot),
             # -E sets the variables for the guest only; the host qemu never sees foreign libraries.
             "-E", f"LD_LIBRARY_PATH={root / 'lib'}",
             "-E", f"TVM_NUM_THREADS={num_threads}",
-            str(root / "bin" / runtime_cache.RUNNER_NAME), str(library), str(out_dir), *input_files,
+            str(root / "bin" / runtime_cache.RUNNER_NAME), "--samples", str(len(samples)),
+            str(library), str(out_dir), *input_files,
         ]
-        logger.debug("running %s", " ".join(command))
+        logger.debug("running %s", " ".join(command[:12]))
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             _raise_run_failure(spec, library, result)
         match = re.search(r"^outputs (\d+)$", result.stdout, flags=re.MULTILINE)
         if match is None:
             raise RuntimeError(f"{runtime_cache.RUNNER_NAME} printed no output count:\n{result.stdout}{result.stderr}")
-        return [_read_tensor_file(out_dir / f"out{index}.tensor") for index in range(int(match.group(1)))]
+        count = int(match.group(1))
+        return [
+            [_read_tensor_file(out_dir / f"s{k}" / f"out{index}.tensor") for index in range(count)]
+            for k in range(len(samples))
+        ]
 
 
 def link_check(arch: str, library: Path) -> dict:

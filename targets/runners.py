@@ -73,6 +73,16 @@ class QemuSession(Session):
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.qemu.run_under_qemu(self.arch, self.library, list(inputs))
 
+    def run_many(self, samples: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarray]]:
+        # One qemu process for the lot; chunked so that the command line stays well under ARG_MAX.
+        results: list[list[np.ndarray]] = []
+        for start in range(0, len(samples), self.CHUNK):
+            chunk = [list(s) for s in samples[start : start + self.CHUNK]]
+            results.extend(self.qemu.run_many_under_qemu(self.arch, self.library, chunk))
+        return results
+
+    CHUNK = 512
+
 
 def _check_host_flags(requires: Sequence[str]) -> None:
     missing = sorted(set(requires) - cpu_features.detect().flags)

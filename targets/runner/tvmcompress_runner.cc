@@ -5,7 +5,11 @@
 // libtvm_runtime (no Python).
 //
 // Usage:
-//   tvmcompress_runner [--function NAME] MODEL.so OUT_DIR [INPUT.tensor ...]
+//   tvmcompress_runner [--function NAME] [--samples N] MODEL.so OUT_DIR [INPUT.tensor ...]
+//
+// With --samples N the inputs are N groups of the function's arity, sample after sample, and sample k's
+// outputs go to OUT_DIR/s<k>/ (which must exist): the library is loaded once for all of them, which is what
+// makes running a whole evaluation set under qemu affordable.
 //
 // Every input and output is a tensor file in this little-endian format (written and read by qemu.py):
 //   8 bytes   magic "TVMCTNS1"
@@ -176,14 +180,23 @@ int WriteResult(const std::string& out_dir, const ffi::Any& value, int index) {
 
 int Run(int argc, char** argv) {
   std::string function = "main";
+  int samples = 0;  // 0: one call, outputs directly in OUT_DIR
   int pos = 1;
-  if (pos < argc && std::string(argv[pos]) == "--function") {
-    if (pos + 1 >= argc) throw UsageError("--function needs a name");
-    function = argv[pos + 1];
+  while (pos < argc && std::string(argv[pos]).rfind("--", 0) == 0) {
+    std::string flag = argv[pos];
+    if (pos + 1 >= argc) throw UsageError(flag + " needs a value");
+    if (flag == "--function") {
+      function = argv[pos + 1];
+    } else if (flag == "--samples") {
+      samples = std::stoi(argv[pos + 1]);
+      if (samples < 1) throw UsageError("--samples must be at least 1");
+    } else {
+      throw UsageError("unknown flag " + flag);
+    }
     pos += 2;
   }
   if (argc - pos < 2) {
-    throw UsageError("usage: tvmcompress_runner [--function NAME] MODEL.so OUT_DIR [INPUT.tensor ...]");
+    throw UsageError("usage: tvmcompress_runner [--function NAME] [--samples N] MODEL.so OUT_DIR [INPUT.tensor ...]");
   }
   std::string model_path = argv[pos];
   std::string out_dir = argv[pos + 1];
@@ -204,18 +217,27 @@ int Run(int argc, char** argv) {
   ffi::Optional<ffi::Function> arity_fn = vm->GetFunction("get_function_arity");
   ffi::Optional<ffi::Function> entry = vm->GetFunction(function);
   if (!entry.has_value()) throw UsageError(model_path + " has no function '" + function + "'");
+  int groups = samples == 0 ? 1 : samples;
+  if (inputs.size() % groups != 0) {
+    throw UsageError(std::to_string(inputs.size()) + " input files do not split into " + std::to_string(groups) +
+                     " samples");
+  }
+  size_t per_sample = inputs.size() / groups;
   if (arity_fn.has_value()) {
     int arity = (*arity_fn)(function).cast<int>();
-    if (arity != static_cast<int>(inputs.size())) {
+    if (arity != static_cast<int>(per_sample)) {
       throw UsageError("function '" + function + "' takes " + std::to_string(arity) + " inputs, got " +
-                       std::to_string(inputs.size()));
+                       std::to_string(per_sample));
     }
   }
 
-  std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
-  ffi::Any result;
-  entry.value().CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
-  int count = WriteResult(out_dir, result, 0);
+  int count = 0;
+  for (int k = 0; k < groups; ++k) {
+    std::vector<ffi::AnyView> args(inputs.begin() + k * per_sample, inputs.begin() + (k + 1) * per_sample);
+    ffi::Any result;
+    entry.value().CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+    count = WriteResult(samples == 0 ? out_dir : out_dir + "/s" + std::to_string(k), result, 0);
+  }
   std::cout << "outputs " << count << std::endl;
   return 0;
 }

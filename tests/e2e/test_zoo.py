@@ -108,3 +108,13 @@ def test_cuda_embeds_device_code(built, name):
     archs = {entry["arch"] for m in modules for entry in m["fatbin_entries"]}
     assert "sm_80" in archs
     assert b"__global__" not in open(artifact.library_path, "rb").read()
+
+
+@pytest.mark.cross
+def test_aarch64_runs_a_stacked_npz_in_one_qemu_process(built):
+    artifact, model, _ = built("cnn", "aarch64")
+    rng = np.random.default_rng(3)
+    stacked = rng.standard_normal((5, 3, 16, 16)).astype(np.float32)  # 5 samples of batch 1
+    got = artifact.run_batches({"x": stacked})["logits"]
+    want = np.concatenate([zoo.ort_outputs(model, {"x": stacked[i : i + 1]})[0] for i in range(5)])
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
