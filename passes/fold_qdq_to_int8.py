@@ -1,0 +1,147 @@
+"""FoldQDQToInt8: turn dequantize -> conv2d/matmul (fake quantization) into integer compute.
+
+Matches `op(dequantize(x_q, s_x, z_x), dequantize(W_q, s_w[C], 0))`, optionally followed by `add(., bias)` with a
+per-output-channel constant bias, and emits
+
+    acc = op(x_q, W_q, out_dtype="int32")                           # int8/uint8 x int8 -> int32
+    y   = astype(acc + k[C], "float32") * (s_x * s_w[C])            # fused epilogue (FuseOps fuses it into op)
+    k[C] = round(bias[C] / (s_x * s_w[C])) - z_x * sum(W_q[C])      # int32 bias and zero-point correction
+
+which is exact up to the rounding of the bias to int32 (at most half a quantization step of the output).
+A conv2d with padding and z_x != 0 pads x_q explicitly with z_x (the quantized 0) first, because the conv's own
+padding would insert q = 0, i.e. the real value -z_x * s_x.
+
+Pre: InsertQDQ and QuantizeWeights ran (weights are int8 constants, symmetric per channel: zero point 0);
+activation scale and zero point are constants. Post: no matched fake-quant op remains; anything not matched
+(non-constant scale, non-zero weight zero point) is left as valid fake-quantized float compute.
+Runs before HoistQuantize, which then moves the next layer's quantize into this epilogue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from .quant_rules import constant_value
+
+__all__ = ["FoldQDQToInt8"]
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvmcompress.FoldQDQToInt8")
+class FoldQDQToInt8:
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        patterns = _Patterns()
+        new_mod = mod
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, relax.Function):
+                continue
+            # NOTE: the bias form first, so that a bias add is absorbed into the int32 constant rather than
+            # left as a float add after the epilogue.
+            func = rewrite_call(patterns.with_bias, patterns.rewrite_with_bias, func)
+            func = rewrite_call(patterns.op, patterns.rewrite, func)
+            new_mod = _with_function(new_mod, gvar, func)
+        return new_mod
+
+
+def _with_function(mod: tvm.IRModule, gvar: tvm.ir.GlobalVar, func) -> tvm.IRModule:
+    new_mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    new_mod[gvar] = func
+    return new_mod
+
+
+class _Patterns:
+    def __init__(self):
+        self.x_q, self.s_x, self.z_x = wildcard(), is_const(), is_const()
+        self.w_q, self.s_w, self.z_w = is_const(), is_const(), is_const()
+        self.bias = is_const()
+        self.x_dq = is_op("relax.dequantize")(self.x_q, self.s_x, self.z_x)
+        self.w_dq = is_op("relax.dequantize")(self.w_q, self.s_w, self.z_w)
+        self.op = is_op("relax.nn.conv2d")(self.x_dq, self.w_dq) | is_op("relax.matmul")(self.x_dq, self.w_dq)
+        self.with_bias = is_op("relax.add")(self.op, self.bias)
+
+    def rewrite_with_bias(self, orig: relax.Call, matches) -> relax.Expr:
+        return self._fold(orig, matches, constant_value(matches[self.bias]))
+
+    def rewrite(self, orig: relax.Call, matches) -> relax.Expr:
+        return self._fold(orig, matches, None)
+
+    def _fold(self, orig: relax.Call, matches, bias: np.ndarray | None) -> relax.Expr:
+        call = matches[self.op]
+        w_dq = matches[self.w_dq]
+        s_x, z_x = constant_value(matches[self.s_x]), constant_value(matches[self.z_x])
+        w_q, s_w, z_w = (constant_value(matches[p]) for p in (self.w_q, self.s_w, self.z_w))
+        out_dtype = str(call.attrs.out_dtype)
+        if (
+            s_x.size != 1
+            or z_x.size != 1
+            or w_q.dtype != np.int8
+            or np.any(z_w != 0)
+            or out_dtype not in ("None", "", "void", "float32")
+        ):
+            return orig
+        s_x, z_x = float(s_x.reshape(())), int(z_x.reshape(()))
+        is_conv = call.op.name == "relax.nn.conv2d"
+        out_ndim = len(call.ty.shape)
+        w_axis = int(w_dq.attrs.axis) % w_q.ndim
+        if is_conv:
+            out_axis = str(call.attrs.out_layout or call.attrs.data_layout).index("C")
+        else:
+            out_axis = out_ndim - 1
+            if w_q.ndim != 2 or w_axis != 1:
+                return orig
+        channels = w_q.shape[w_axis]
+        scale = (s_x * s_w.reshape(-1).astype(np.float64)) * np.ones(channels)
+        if bias is not None:
+            per_channel = _per_channel(bias, channels, out_axis, out_ndim)
+            if per_channel is None:
+                return orig
+        # k[C]: int32 bias and the zero-point correction, in accumulator units.
+        reduce_axes = tuple(i for i in range(w_q.ndim) if i != w_axis)
+        k = -z_x * w_q.astype(np.int64).sum(axis=reduce_axes)
+        if bias is not None:
+            k = k + np.round(per_channel / scale).astype(np.int64)
+        if np.abs(k).max(initial=0) >= 2**31:
+            return orig
+
+        x_q = matches[self.x_q]
+        weight = relax.const(w_q, "int8")
+        if is_conv:
+            attrs = call.attrs
+            padding = [int(p) for p in attrs.padding]
+            if z_x != 0 and any(padding):
+                x_q = relax.op.nn.pad(x_q, _pad_width(str(attrs.data_layout), padding), "constant", float(z_x))
+                padding = [0, 0, 0, 0]
+            acc = relax.op.nn.conv2d(
+                x_q, weight, attrs.strides, padding, attrs.dilation, attrs.groups,
+                attrs.data_layout, attrs.kernel_layout, attrs.out_layout, out_dtype="int32",
+            )
+        else:
+            acc = relax.op.matmul(x_q, weight, out_dtype="int32")
+        broadcast = [1] * out_ndim
+        broadcast[out_axis] = channels
+        if np.any(k != 0):
+            acc = relax.op.add(acc, relax.const(k.astype(np.int32).reshape(broadcast), "int32"))
+        return relax.op.multiply(
+            relax.op.astype(acc, "float32"), relax.const(scale.astype(np.float32).reshape(broadcast), "float32")
+        )
+
+
+def _per_channel(bias: np.ndarray, channels: int, out_axis: int, out_ndim: int) -> np.ndarray | None:
+    """The bias as a [C] vector if it varies only along the output channel axis (right-aligned broadcast)."""
+    if bias.ndim > out_ndim:
+        return None
+    shape = (1,) * (out_ndim - bias.ndim) + bias.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != out_axis) or shape[out_axis] not in (1, channels):
+        return None
+    return np.broadcast_to(bias.reshape(-1).astype(np.float64), (channels,))
+
+
+def _pad_width(layout: str, padding: list[int]) -> list[int]:
+    """relax.nn.pad widths (before/after per axis, flattened) for conv2d padding [top, left, bottom, right]."""
+    width = [0] * (2 * len(layout))
+    h, w = layout.index("H"), layout.index("W")
+    width[2 * h], width[2 * h + 1] = padding[0], padding[2]
+    width[2 * w], width[2 * w + 1] = padding[1], padding[3]
+    return width

@@ -1,0 +1,91 @@
+"""HoistQuantize: keep int8 through ReLU, max pooling and reshapes by quantizing before them.
+
+Rewrites (per-tensor quantize with constant scale s and zero point z):
+
+    quantize(relu(x))           -> maximum(quantize(x), z)        relu(x) >= 0  <=>  q >= z
+    quantize(max_pool2d(x))     -> max_pool2d(quantize(x))        quantize is monotonic, so it commutes with max
+    quantize(reshape(x, shape)) -> reshape(quantize(x), shape)    likewise flatten-style permutes of data
+
+All three are exact (bit-identical to quantizing afterwards). Applied to a fixpoint, the quantize of the next layer
+lands right after the previous layer's float epilogue, where FuseOps fuses it: the conv/matmul kernel then
+requantizes its int32 accumulator straight to int8, and ReLU/pooling/reshape run on int8 tensors.
+
+Not hoisted (not exact with per-tensor params of the output alone): concat of inputs with different scales,
+residual add, average pooling. If the float value also has other users, the op is duplicated in int8 (the
+float one stays for them); that costs an elementwise op, never accuracy.
+
+Pre: FoldQDQToInt8 ran (or any module with relax.quantize). Post: no quantize reads a relu, max_pool2d or reshape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from .quant_rules import constant_value
+
+__all__ = ["HoistQuantize"]
+
+_MAX_ROUNDS = 64  # each round hoists one step up each chain; chains are short (relu -> pool -> reshape)
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvmcompress.HoistQuantize")
+class HoistQuantize:
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        rules = _Rules()
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, relax.Function):
+                continue
+            for _ in range(_MAX_ROUNDS):
+                new_func = func
+                for pattern, rewriter in rules.table:
+                    new_func = rewrite_call(pattern, rewriter, new_func)
+                if new_func.same_as(func):
+                    break
+                func = new_func
+            updates[gvar] = func
+        new_mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        for gvar, func in updates.items():
+            new_mod[gvar] = func
+        return relax.transform.DeadCodeElimination()(new_mod) if updates else new_mod
+
+
+class _Rules:
+    def __init__(self):
+        self.x, self.scale, self.zero_point = wildcard(), is_const(), is_const()
+        self.relu = is_op("relax.nn.relu")(self.x)
+        self.pool = is_op("relax.nn.max_pool2d")(self.x)
+        self.shape = wildcard()
+        self.reshape = is_op("relax.reshape")(self.x, self.shape)
+        self.table = [
+            (self._quantize_of(self.relu), self._hoist_relu),
+            (self._quantize_of(self.pool), self._hoist_unary),
+            (self._quantize_of(self.reshape), self._hoist_unary),
+        ]
+
+    def _quantize_of(self, inner):
+        return is_op("relax.quantize")(inner, self.scale, self.zero_point)
+
+    def _quantize_inner(self, orig: relax.Call, matches) -> relax.Expr | None:
+        if constant_value(matches[self.scale]).size != 1 or constant_value(matches[self.zero_point]).size != 1:
+            return None  # per-channel quantize: the channel axis may move through a reshape
+        return relax.Call(orig.op, [matches[self.x], orig.args[1], orig.args[2]], orig.attrs)
+
+    def _hoist_relu(self, orig: relax.Call, matches) -> relax.Expr:
+        quantized = self._quantize_inner(orig, matches)
+        if quantized is None:
+            return orig
+        zero_point = constant_value(matches[self.zero_point])
+        if int(zero_point.reshape(())) == np.iinfo(zero_point.dtype).min:
+            return quantized  # z is the lowest code: maximum(q, z) is q
+        return relax.op.maximum(quantized, matches[self.zero_point])
+
+    def _hoist_unary(self, orig: relax.Call, matches) -> relax.Expr:
+        quantized = self._quantize_inner(orig, matches)
+        if quantized is None:
+            return orig
+        inner = matches[self.pool] if self.pool in matches else matches[self.reshape]
+        return relax.Call(inner.op, [quantized, *inner.args[1:]], inner.attrs)

@@ -1,0 +1,171 @@
+"""quantize: the one entry point of the quantization passes.
+
+    new_mod, record = quantize(mod, QuantizeConfig(mode="int8", calibration_method="entropy"), samples)
+
+`record` is JSON-serializable, for the manifest and the report: the config, and per layer its activation
+QParams, weight scheme and scale range, and whether it runs in integer arithmetic; excluded layers are listed.
+
+The int8 pipeline, in order (each step is a pass in its own file):
+1. prepare: DecomposeOpsForInference (BN -> elementwise) + FoldConstant, so that weights (also transposed
+   matmul weights) are plain constants, which the rules require; UniqueBindingNames, so names are keys.
+2. calibrate (float module, instrumented copy run on the samples) -> {activation binding -> QParams}.
+   NOTE: before any rewrite, so that binding names are those of `find_quantizable_layers` and `exclude`.
+3. QuantizeWeights -> InsertQDQ: a fake-quantized float module (valid on its own; the accuracy reference).
+4. FoldQDQToInt8: int8 x int8 -> int32 conv2d/matmul with int32 bias and a float epilogue.
+5. HoistQuantize: next layer's quantize moves up through relu/max_pool2d/reshape into that epilogue.
+FuseOps (in the build pipeline) then makes each conv/matmul one kernel: int32 accumulation, int32 bias,
+rescale, the float elementwise ops that follow (decomposed BN) and the next layer's quantize.
+
+dynamic-int8 is step 1 and QuantizeDynamic; fp16/bf16 are step 1 and MixedPrecision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..errors import TvmcompressError
+from .calibrate import calibrate
+from .fold_qdq_to_int8 import FoldQDQToInt8
+from .hoist_quantize import HoistQuantize
+from .insert_qdq import InsertQDQ
+from .mixed_precision import MixedPrecision
+from .quant_rules import RULES, Layer, find_quantizable_layers
+from .quantize_config import IMPLEMENTED_MODES, QParams, QuantizeConfig
+from .quantize_dynamic import QuantizeDynamic
+from .quantize_weights import QuantizeWeights, quantize_per_channel
+from .unique_binding_names import UniqueBindingNames
+
+log = logging.getLogger(__name__)
+
+__all__ = ["quantize", "prepare_for_quantization", "RECORD_VERSION"]
+
+RECORD_VERSION = 1
+
+
+def prepare_for_quantization(mod: tvm.IRModule) -> tvm.IRModule:
+    return tvm.transform.Sequential(
+        [
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.FoldConstant(),
+            # NOTE: last: tables, exclusions and records are keyed by binding name, which must be unique.
+            UniqueBindingNames(),
+        ]
+    )(mod)
+
+
+def quantize(
+    mod: tvm.IRModule,
+    config: QuantizeConfig,
+    calibration_data: Iterable[Mapping[str, np.ndarray]] | None = None,
+    target: tvm.target.Target | None = None,
+) -> tuple[tvm.IRModule, dict]:
+    """Quantize `mod` (float32, weights bound as constants) as `config` says.
+
+    `calibration_data` (static int8 only; dynamic-int8, fp16 and bf16 ignore it): items {input name: array},
+    one call of `main` each. `target`: where calibration runs (default: this machine's CPU).
+    """
+    if config.mode not in IMPLEMENTED_MODES:
+        raise TvmcompressError(
+            f"quantization mode {config.mode!r} is not implemented yet: use one of {', '.join(IMPLEMENTED_MODES)}"
+        )
+    mod = prepare_for_quantization(mod)
+    record: dict = {"version": RECORD_VERSION, "config": config.to_json()}
+    if config.mode == "dynamic-int8":
+        layers = find_quantizable_layers(mod, RULES)
+        excluded = _resolve_exclude(layers, config.exclude)
+        quantized = QuantizeDynamic(excluded, RULES)(mod)
+        record["activations"] = "per tensor, symmetric int8, scale computed at run time"
+        record["layers"] = [
+            {"name": l.name, "binding": l.binding, "op": l.op, "excluded": l.binding in excluded} for l in layers
+        ]
+        record["excluded"] = sorted(l.name for l in layers if l.binding in excluded)
+        record["integer_ops"] = _count_integer_ops(quantized)
+        return quantized, record
+    if config.mode in ("fp16", "bf16"):
+        dtype = "float16" if config.mode == "fp16" else "bfloat16"
+        record["compute_dtype"] = dtype
+        record["accumulate_dtype"] = "float32"
+        return MixedPrecision(dtype)(mod), record
+    return _quantize_int8(mod, config, calibration_data, target, record)
+
+
+def _quantize_int8(mod, config, calibration_data, target, record):
+    if calibration_data is None:
+        raise TvmcompressError("int8 quantization needs calibration data: pass samples of the model's inputs")
+    layers = find_quantizable_layers(mod, RULES)
+    excluded = _resolve_exclude(layers, config.exclude)
+    table = calibrate(mod, calibration_data, config, RULES, target)
+    quantized = tvm.transform.Sequential(
+        [
+            QuantizeWeights(excluded, RULES),
+            InsertQDQ(table, excluded, RULES),
+            FoldQDQToInt8(),
+            HoistQuantize(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.DeadCodeElimination(),
+        ]
+    )(mod)
+    integer_ops = _count_integer_ops(quantized)
+    record["layers"] = [_layer_record(mod, layer, table, layer.binding in excluded) for layer in layers]
+    record["excluded"] = sorted(layer.name for layer in layers if layer.binding in excluded)
+    record["integer_ops"] = integer_ops
+    log.info(
+        "int8: %d of %d layers quantized (%d integer conv/matmul), %d excluded",
+        len(layers) - len(record["excluded"]), len(layers), integer_ops, len(record["excluded"]),
+    )
+    return quantized, record
+
+
+def _resolve_exclude(layers: list[Layer], names: tuple[str, ...]) -> frozenset[str]:
+    """Binding names of the excluded layers; an unknown name is a user error naming the valid ones."""
+    by_name = {layer.name: layer.binding for layer in layers} | {layer.binding: layer.binding for layer in layers}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        valid = ", ".join(f"{layer.name} ({layer.binding})" for layer in layers) or "none"
+        raise TvmcompressError(f"--exclude names unknown layer(s) {', '.join(unknown)}: quantizable layers are {valid}")
+    return frozenset(by_name[name] for name in names)
+
+
+def _layer_record(mod: tvm.IRModule, layer: Layer, table: dict[str, QParams], excluded: bool) -> dict:
+    entry = {"name": layer.name, "binding": layer.binding, "op": layer.op, "excluded": excluded}
+    if excluded:
+        return entry
+    entry["activations"] = {name: table[name].to_json() for name in layer.activations if name in table}
+    call = _binding_value(mod, layer.binding)
+    rule = RULES[layer.op]
+    _, scale = quantize_per_channel(call.args[rule.weight].value.numpy(), rule.weight_channel_axis(call))
+    entry["weight"] = {
+        "dtype": "int8",
+        "scheme": "symmetric per output channel",
+        "channels": int(scale.size),
+        "scale_min": float(scale.min()),
+        "scale_max": float(scale.max()),
+    }
+    return entry
+
+
+def _binding_value(mod: tvm.IRModule, name: str) -> relax.Call:
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            if binding.var.name == name:
+                return binding.value
+    raise KeyError(name)
+
+
+def _count_integer_ops(mod: tvm.IRModule) -> int:
+    count = 0
+
+    def visit(expr):
+        nonlocal count
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in RULES:
+            if str(expr.attrs.out_dtype) == "int32":
+                count += 1
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return count

@@ -1,0 +1,115 @@
+"""Typed, frozen configuration of the quantization passes, and the quantization parameters they exchange.
+
+`QuantizeConfig` is validated when it is constructed, so a bad value fails at the CLI/recipe boundary and not
+halfway through calibration. `QParams` is the one record that calibration produces and the rewrite passes read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from ..errors import TvmcompressError
+
+QuantMode = Literal["int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8"]
+CalibrationMethod = Literal["minmax", "percentile", "entropy", "mse"]
+IntDType = Literal["int8", "uint8"]
+
+MODES: tuple[str, ...] = ("int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8")
+IMPLEMENTED_MODES: tuple[str, ...] = ("int8", "fp16", "bf16", "dynamic-int8")
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "mse")
+
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 - 1)}
+
+
+def int_range(dtype: str) -> tuple[int, int]:
+    """(qmin, qmax) of an integer storage dtype."""
+    return _INT_RANGES[dtype]
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-tensor affine quantization: real = scale * (q - zero_point), q in `dtype`."""
+
+    scale: float
+    zero_point: int = 0
+    dtype: IntDType = "int8"
+
+    def __post_init__(self):
+        if not (self.scale > 0.0):
+            raise ValueError(f"QParams.scale must be > 0, got {self.scale}")
+        qmin, qmax = int_range(self.dtype)
+        if not qmin <= self.zero_point <= qmax:
+            raise ValueError(f"QParams.zero_point {self.zero_point} is outside {self.dtype} [{qmin}, {qmax}]")
+
+    @classmethod
+    def from_range(cls, low: float, high: float, dtype: IntDType = "int8", symmetric: bool = False) -> "QParams":
+        """The parameters that map [low, high] (widened to contain 0, so that 0 is exact) onto `dtype`.
+
+        Symmetric: zero_point is the dtype's midpoint (0 for int8, 128 for uint8) and the scale covers
+        max(|low|, |high|) with 127 steps, as onnxruntime does.
+        """
+        low, high = min(float(low), 0.0), max(float(high), 0.0)
+        qmin, qmax = int_range(dtype)
+        tiny = 1e-8  # an all-zero tensor still gets a valid (irrelevant) scale
+        if symmetric:
+            scale = max(abs(low), abs(high)) / 127.0
+            return cls(max(scale, tiny), 0 if dtype == "int8" else 128, dtype)
+        scale = max((high - low) / (qmax - qmin), tiny)
+        zero_point = int(min(max(round(qmin - low / scale), qmin), qmax))
+        return cls(scale, zero_point, dtype)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """What to quantize and how.
+
+    - `mode`: int8 (static: calibrated activations per tensor, weights per output channel, int32 bias),
+      fp16 / bf16 (conv and matmul in the low precision, fp32 accumulation), dynamic-int8 (activation scales
+      computed at run time, symmetric; no calibration), and, not implemented yet, int8-weight / int4-weight
+      (weight-only).
+    - `calibration_method`: how an activation's range is chosen from its histogram (int8 only).
+    - `percentile`: the kept fraction, in percent, for "percentile".
+    - `symmetric_activations`: zero_point at the dtype midpoint instead of fitted to [min, max].
+    - `activation_dtype`: integer type of quantized activations. "uint8" is what x86 VNNI (vpdpbusd: u8 x s8)
+      needs; "int8" is what aarch64 sdot (s8 x s8) needs. Weights are always int8.
+    - `exclude`: layers kept in fp32, named by their Relax binding (`lv9`) or by op and index (`conv2d_1`,
+      `matmul_0`; see `find_quantizable_layers`).
+    - `num_bins`: histogram resolution of the calibration observers (bounded memory per observed tensor).
+    """
+
+    mode: QuantMode = "int8"
+    calibration_method: CalibrationMethod = "minmax"
+    percentile: float = 99.99
+    symmetric_activations: bool = False
+    activation_dtype: IntDType = "int8"
+    exclude: tuple[str, ...] = ()
+    num_bins: int = 2048
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise TvmcompressError(f"unknown quantization mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise TvmcompressError(
+                f"unknown calibration method {self.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}"
+            )
+        if not 50.0 < self.percentile <= 100.0:
+            raise TvmcompressError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.activation_dtype not in ("int8", "uint8"):
+            raise TvmcompressError(f"activation_dtype must be int8 or uint8, got {self.activation_dtype!r}")
+        if not isinstance(self.exclude, tuple) or not all(isinstance(name, str) for name in self.exclude):
+            raise TvmcompressError("exclude must be a tuple of layer names")
+        if not 256 <= self.num_bins <= 1 << 16:
+            raise TvmcompressError(f"num_bins must be in [256, 65536], got {self.num_bins}")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.mode == "int8"
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        record["exclude"] = list(self.exclude)
+        return record

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import tvm
+from quant_helpers import run
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from tvmcompress.passes.fold_qdq_to_int8 import FoldQDQToInt8
+from tvmcompress.passes.insert_qdq import InsertQDQ
+from tvmcompress.passes.quantize_config import QParams
+from tvmcompress.passes.quantize_weights import QuantizeWeights
+
+W_Q = np.array([[1, -2], [3, 4], [0, 1], [-1, 0]], np.int8)
+S_W = np.array([0.25, 0.5], np.float32)
+BIAS = np.array([1.0, -0.5], np.float32)
+# s_x = 0.5, z_x = 3: scale = s_x * s_w = [0.125, 0.25]; k = round(bias / scale) - z_x * colsum(W_Q)
+#   = [8, -2] - 3 * [3, 3] = [-1, -11].
+K = np.array([[-1, -11]], np.int32)
+SCALE = np.array([[0.125, 0.25]], np.float32)
+
+
+@I.ir_module
+class Before:
+    @R.function
+    def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 2), "float32"):
+        with R.dataflow():
+            w = R.dequantize(R.const(W_Q), R.const(S_W), R.const(np.zeros(2, np.int8)), axis=1, out_dtype="float32")
+            xq = R.quantize(x, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="int8")
+            xd = R.dequantize(xq, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="float32")
+            y = R.matmul(xd, w)
+            z = R.add(y, R.const(BIAS))
+            R.output(z)
+        return z
+
+
+@I.ir_module
+class Expected:
+    @R.function
+    def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 2), "float32"):
+        with R.dataflow():
+            xq = R.quantize(x, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="int8")
+            acc = R.matmul(xq, R.const(W_Q), out_dtype="int32")
+            acc_k = R.add(acc, R.const(K))
+            acc_f = R.astype(acc_k, "float32")
+            z = R.multiply(acc_f, R.const(SCALE))
+            R.output(z)
+        return z
+
+
+def test_fold_matmul_with_bias_into_int32():
+    tvm.ir.assert_structural_equal(FoldQDQToInt8()(Before), Expected)
+
+
+def test_fold_matmul_numerics_match_fake_quant():
+    x = np.random.default_rng(0).uniform(-3, 3, (1, 4)).astype(np.float32)
+    # Exact except the bias, rounded to the int32 grid: at most half an output step per channel.
+    np.testing.assert_allclose(run(FoldQDQToInt8()(Before), x), run(Before, x), rtol=0, atol=SCALE.max() / 2 + 1e-5)
+
+
+@pytest.mark.parametrize("dtype,zero_point", [("int8", -20), ("uint8", 100), ("int8", 0)])
+def test_fold_conv_with_padding_and_zero_point(dtype, zero_point):
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    bias = rng.normal(size=(1, 8, 1, 1)).astype(np.float32)
+
+    @I.ir_module
+    class Conv:
+        @R.function
+        def main(x: R.Tensor((1, 3, 6, 6), "float32")) -> R.Tensor((1, 8, 3, 3), "float32"):
+            with R.dataflow():
+                y = R.nn.conv2d(x, R.const(weight), strides=2, padding=1)
+                z = R.add(y, R.const(bias))
+                R.output(z)
+            return z
+
+    fake = InsertQDQ({"x": QParams(0.02, zero_point, dtype)})(QuantizeWeights()(Conv))
+    folded = FoldQDQToInt8()(fake)
+    ops = [b.value.op.name for b in folded["main"].body.blocks[0].bindings]
+    assert "relax.dequantize" not in ops and ("relax.nn.pad" in ops) == (zero_point != 0)
+    x = rng.uniform(-1, 1, (1, 3, 6, 6)).astype(np.float32)
+    # Integer accumulation is exact; the float epilogue and the bias rounding differ by < half a step.
+    step = 0.02 * np.abs(weight).max() / 127
+    np.testing.assert_allclose(run(folded, x), run(fake, x), rtol=0, atol=step / 2 + 1e-4)
+
+
+def test_fold_skips_nonzero_weight_zero_point():
+    @I.ir_module
+    class AsymmetricWeight:
+        @R.function
+        def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 2), "float32"):
+            with R.dataflow():
+                w = R.dequantize(R.const(W_Q), R.const(S_W), R.const(np.ones(2, np.int8)), axis=1, out_dtype="float32")
+                xq = R.quantize(x, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="int8")
+                xd = R.dequantize(xq, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="float32")
+                y = R.matmul(xd, w)
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(FoldQDQToInt8()(AsymmetricWeight), AsymmetricWeight)
+
+
+def test_fold_keeps_float_add_of_non_channel_bias():
+    # A bias that varies along the batch axis is not a per-channel constant: the add stays in float.
+    @I.ir_module
+    class RowBias:
+        @R.function
+        def main(x: R.Tensor((2, 4), "float32")) -> R.Tensor((2, 2), "float32"):
+            with R.dataflow():
+                w = R.dequantize(R.const(W_Q), R.const(S_W), R.const(np.zeros(2, np.int8)), axis=1, out_dtype="float32")
+                xq = R.quantize(x, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="int8")
+                xd = R.dequantize(xq, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="float32")
+                y = R.matmul(xd, w)
+                z = R.add(y, R.const(np.array([[1.0], [2.0]], np.float32)))
+                R.output(z)
+            return z
+
+    folded = FoldQDQToInt8()(RowBias)
+    ops = [b.value.op.name for b in folded["main"].body.blocks[0].bindings]
+    assert ops[-1] == "relax.add" and "relax.dequantize" not in ops
+    x = np.random.default_rng(2).uniform(-3, 3, (2, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(folded, x), run(RowBias, x), rtol=1e-6, atol=1e-5)

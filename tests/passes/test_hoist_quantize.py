@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import tvm
+from quant_helpers import run
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from tvmcompress.passes.hoist_quantize import HoistQuantize
+
+
+@I.ir_module
+class Before:
+    @R.function
+    def main(x: R.Tensor((1, 2, 4, 4), "float32")) -> R.Tensor((1, 8), "int8"):
+        with R.dataflow():
+            r = R.nn.relu(x)
+            p = R.nn.max_pool2d(r, pool_size=[2, 2], strides=[2, 2])
+            f = R.reshape(p, R.shape([1, 8]))
+            q = R.quantize(f, R.const(0.1, "float32"), R.const(-5, "int8"), axis=-1, out_dtype="int8")
+            R.output(q)
+        return q
+
+
+@I.ir_module
+class Expected:
+    @R.function
+    def main(x: R.Tensor((1, 2, 4, 4), "float32")) -> R.Tensor((1, 8), "int8"):
+        with R.dataflow():
+            q = R.quantize(x, R.const(0.1, "float32"), R.const(-5, "int8"), axis=-1, out_dtype="int8")
+            r = R.maximum(q, R.const(-5, "int8"))
+            p = R.nn.max_pool2d(r, pool_size=[2, 2], strides=[2, 2])
+            f = R.reshape(p, R.shape([1, 8]))
+            R.output(f)
+        return f
+
+
+def test_hoist_quantize_through_relu_pool_reshape():
+    tvm.ir.assert_structural_equal(HoistQuantize()(Before), Expected)
+
+
+def test_hoist_quantize_is_bit_exact():
+    x = np.random.default_rng(0).normal(size=(1, 2, 4, 4)).astype(np.float32) * 3
+    np.testing.assert_array_equal(run(HoistQuantize()(Before), x), run(Before, x))
+
+
+def test_hoist_quantize_drops_relu_when_zero_point_is_lowest_code():
+    @I.ir_module
+    class ReluAtMin:
+        @R.function
+        def main(x: R.Tensor((1, 8), "float32")) -> R.Tensor((1, 8), "int8"):
+            with R.dataflow():
+                r = R.nn.relu(x)
+                q = R.quantize(r, R.const(0.1, "float32"), R.const(-128, "int8"), axis=-1, out_dtype="int8")
+                R.output(q)
+            return q
+
+    @I.ir_module
+    class Hoisted:
+        @R.function
+        def main(x: R.Tensor((1, 8), "float32")) -> R.Tensor((1, 8), "int8"):
+            with R.dataflow():
+                q = R.quantize(x, R.const(0.1, "float32"), R.const(-128, "int8"), axis=-1, out_dtype="int8")
+                R.output(q)
+            return q
+
+    tvm.ir.assert_structural_equal(HoistQuantize()(ReluAtMin), Hoisted)
+
+
+@I.ir_module
+class AddThenPool:
+    @R.function
+    def main(x: R.Tensor((1, 2, 4, 4), "float32")) -> R.Tensor((1, 2, 2, 2), "int8"):
+        with R.dataflow():
+            p = R.nn.max_pool2d(x, pool_size=[2, 2], strides=[2, 2])
+            y = R.add(p, p)
+            q = R.quantize(y, R.const(0.1, "float32"), R.const(0, "int8"), axis=-1, out_dtype="int8")
+            R.output(q)
+        return q
+
+
+@I.ir_module
+class AvgPool:
+    @R.function
+    def main(x: R.Tensor((1, 2, 4, 4), "float32")) -> R.Tensor((1, 2, 2, 2), "int8"):
+        with R.dataflow():
+            y = R.nn.avg_pool2d(x, pool_size=[2, 2], strides=[2, 2])
+            q = R.quantize(y, R.const(0.1, "float32"), R.const(0, "int8"), axis=-1, out_dtype="int8")
+            R.output(q)
+        return q
+
+
+@pytest.mark.parametrize("mod", [AddThenPool, AvgPool], ids=["add", "avg_pool2d"])
+def test_hoist_quantize_stops_at_inexact_ops(mod):
+    tvm.ir.assert_structural_equal(HoistQuantize()(mod), mod)
