@@ -1,0 +1,127 @@
+"""Tuning: records reach the scheduled module, the default-vs-tuned fallback, and database reuse without measuring.
+
+The first tests build no candidates: records are made by hand from schedules we write, so they run in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+import zoo
+from tvmcompress import frontend
+from tvmcompress.config import TuneConfig
+from tvmcompress.schedules import cpu_pipeline, tuning
+
+MARKER = "tvmcompress_test_marker"
+
+
+@pytest.fixture(scope="module")
+def lowered():
+    target = cpu_pipeline.host_target(2)
+    mod = frontend.import_to_relax(frontend.canonicalize(zoo.mlp()))
+    with target:
+        low = tvm.transform.Sequential(cpu_pipeline.cpu_lowering_passes(target))(mod)
+    tasks = ms.relax_integration.extract_tasks(low, target)
+    return target, mod, low, tasks
+
+
+def _marked_record(task_mod: tvm.IRModule, database, target, run_s: float):
+    """A record whose schedule annotates the task's first block: visible in the scheduled PrimFunc."""
+    sch = tvm.s_tir.Schedule(task_mod)
+    block = sch.get_child_blocks(sch.get_sblock("root"))[0]
+    sch.annotate(block, MARKER, 1)
+    args = ms.arg_info.ArgInfo.from_prim_func(task_mod["main"])
+    workload = database.commit_workload(task_mod)
+    database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [run_s], target, args))
+
+
+def _marked_functions(mod: tvm.IRModule) -> list[str]:
+    names = []
+    for gvar, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc) and MARKER in func.script():
+            names.append(gvar.name_hint)
+    return names
+
+
+def test_build_pipeline_applies_tuned_records(lowered):
+    target, mod, _, tasks = lowered
+    database = ms.database.MemoryDatabase()
+    _marked_record(tasks[0].dispatched[0], database, target, 1e-6)
+    with target:
+        scheduled = tvm.transform.Sequential(cpu_pipeline.cpu_schedule_passes(target, database))(mod)
+        untuned = tvm.transform.Sequential(cpu_pipeline.cpu_schedule_passes(target))(mod)
+    # The tuned task carries the record's schedule; without the database nothing does.
+    assert len(_marked_functions(scheduled)) == 1
+    assert _marked_functions(untuned) == []
+    # Every other function still got a default schedule.
+    for _, func in scheduled.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            assert func.attrs.get("tirx.is_scheduled", False)
+
+
+def test_tuned_build_still_computes_the_model(lowered):
+    target, mod, _, tasks = lowered
+    database = ms.database.MemoryDatabase()
+    for task in tasks:
+        _marked_record(task.dispatched[0], database, target, 1e-6)
+    ex = tvm.compile(mod, target, relax_pipeline=cpu_pipeline.cpu_pipeline(target, database))
+    vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
+    feeds = zoo.random_inputs(zoo.mlp(), {})
+    got = vm["main"](tvm.runtime.tensor(feeds["x"])).numpy()
+    np.testing.assert_allclose(got, zoo.ort_outputs(zoo.mlp(), feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def _decision(task_mod, target, use: str) -> dict:
+    return {
+        "task": "t", "workload": tuning._workload_key(task_mod), "target": tuning._target_key(target),
+        "default_s": 2e-6, "tuned_s": 1e-6 if use == "tuned" else 3e-6, "use": use,
+    }
+
+
+def test_records_that_lost_to_the_default_are_not_applied(lowered, tmp_path):
+    target, _, _, tasks = lowered
+    database = tuning.open_database(str(tmp_path))
+    for task in tasks[:2]:
+        _marked_record(task.dispatched[0], database, target, 1e-6)
+    decisions = [_decision(tasks[0].dispatched[0], target, "tuned"), _decision(tasks[1].dispatched[0], target, "default")]
+    (tmp_path / tuning.DECISIONS_FILE).write_text(json.dumps(decisions))
+    winners = tuning.winning_database(str(tmp_path), target)
+    kept = [tuning._workload_key(r.workload.mod) for r in winners.get_all_tuning_records()]
+    assert kept == [tuning._workload_key(tasks[0].dispatched[0])]
+
+
+def test_covered_database_does_no_measuring(lowered, tmp_path, monkeypatch):
+    target, _, low, tasks = lowered
+    database = tuning.open_database(str(tmp_path))
+    for task in tasks:
+        _marked_record(task.dispatched[0], database, target, 1e-6)
+    decisions = [_decision(t.dispatched[0], target, "tuned") for t in tasks]
+    (tmp_path / tuning.DECISIONS_FILE).write_text(json.dumps(decisions))
+
+    def no_measuring(*_args, **_kwargs):
+        raise AssertionError("a database that covers every task must not measure")
+
+    monkeypatch.setattr(ms.tune, "tune_tasks", no_measuring)
+    monkeypatch.setattr(tuning, "_measure", no_measuring)
+    config = TuneConfig(trials=100, database_dir=str(tmp_path))
+    summary = tuning.tune(low, target, config, str(tmp_path / "work"), cpu_pipeline.apply_default_schedules(target))
+    assert summary.measured_tasks == 0 and summary.trials == 0 and summary.tasks == len(tasks)
+
+
+def test_tune_config_validation():
+    from tvmcompress import TvmcompressError
+    from tvmcompress.config import RpcTarget
+
+    with pytest.raises(TvmcompressError, match="--tune-trials"):
+        TuneConfig()
+    with pytest.raises(TvmcompressError, match="at least 1"):
+        TuneConfig(trials=0)
+    with pytest.raises(TvmcompressError, match="HOST:PORT"):
+        RpcTarget.parse("localhost", "key")
+    with pytest.raises(TvmcompressError, match="--rpc-key"):
+        RpcTarget.parse("127.0.0.1:9190", "")

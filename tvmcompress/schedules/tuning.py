@@ -1,0 +1,339 @@
+"""MetaSchedule tuning with the XGBoost cost model, a reusable database, and a per-task fallback to our defaults.
+
+Contract with the build: tasks are extracted from the *same* lowered, fused, unscheduled module that the build then
+schedules (`cpu_pipeline.cpu_lowering_passes`). Tuning TVM's generic pipeline and building with another is how
+tuned schedules get lost (measured: tasks tuned to 65 ms in total, the built model still ran in 1.3 s), because the
+built PrimFuncs no longer match the database's workloads structurally.
+
+The database directory holds MetaSchedule's JSON database plus `decisions.json`: for every task, the latency of
+our default schedule next to the best tuned one, measured with the same builder and runner. The build applies a
+tuned record only where it beat the default, so tuning never makes a task slower. A build whose tasks all have
+records and decisions measures nothing and is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import tvm
+import tvm_ffi
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from tvmcompress.config import TuneConfig
+
+log = logging.getLogger(__name__)
+
+DECISIONS_FILE = "decisions.json"
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+FAILED_RUN_S = 1e9  # what MetaSchedule records for a candidate that failed to build or run
+
+
+@dataclass
+class TaskDecision:
+    task: str
+    workload: str  # structural hash of the task's PrimFunc
+    target: str
+    default_s: float
+    tuned_s: float
+    use: str  # "tuned" or "default"
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TuningSummary:
+    tasks: int
+    measured_tasks: int  # 0 when the database already covered everything
+    trials: int
+    seconds: float
+    decisions: list[TaskDecision] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "tasks": self.tasks,
+            "measured_tasks": self.measured_tasks,
+            "trials": self.trials,
+            "seconds": round(self.seconds, 3),
+            "decisions": [d.to_json() for d in self.decisions],
+        }
+
+
+def _target_key(target: tvm.target.Target) -> str:
+    return str(target)
+
+
+def _workload_key(mod: tvm.IRModule) -> str:
+    return f"{tvm_ffi.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def open_database(directory: str) -> ms.database.JSONDatabase:
+    os.makedirs(directory, exist_ok=True)
+    return ms.database.JSONDatabase(
+        os.path.join(directory, WORKLOAD_FILE), os.path.join(directory, RECORD_FILE), allow_missing=True
+    )
+
+
+def _load_decisions(directory: str) -> dict[tuple[str, str], TaskDecision]:
+    path = os.path.join(directory, DECISIONS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        entries = json.load(f)
+    return {(e["workload"], e["target"]): TaskDecision(**e) for e in entries}
+
+
+def _save_decisions(directory: str, decisions: dict[tuple[str, str], TaskDecision]) -> None:
+    path = os.path.join(directory, DECISIONS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump([d.to_json() for _, d in sorted(decisions.items())], f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
+    """MetaSchedule's default_build without its `import tvm.s_tir.tensor_intrin`.
+
+    That import parses ~500 TVMScript intrinsics in every fresh builder worker: measured at 336 s on this 2-core
+    machine under load, so each worker hit the builder timeout before building a single candidate, was killed,
+    restarted and imported again. fp32 candidates use no tensor intrinsics.
+    """
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    # The builder calls this through the FFI, which would turn the (callable) Executable into a Function:
+    # hand back the runtime module itself.
+    return tvm.compile(mod, target=target).mod
+
+
+def cross_export(compiler: str) -> Callable[[tvm.runtime.Module], str]:
+    """An f_export that links candidates with a cross compiler, for RPC devices of another architecture."""
+
+    def export(mod: tvm.runtime.Module) -> str:
+        import tempfile
+
+        from tvm.support import cc
+
+        path = os.path.join(tempfile.mkdtemp(prefix="tvmcompress-candidate-"), "candidate.so")
+        mod.export_library(path, fcompile=cc.cross_compiler(compiler))
+        return path
+
+    return export
+
+
+def _builder(config: TuneConfig, export: Callable | None) -> ms.builder.Builder:
+    return ms.builder.LocalBuilder(
+        max_workers=1, timeout_sec=config.builder_timeout_s, f_build=build_candidate, f_export=export
+    )
+
+
+def _runner(config: TuneConfig) -> ms.runner.Runner:
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    if config.rpc is None:
+        return ms.runner.LocalRunner(evaluator_config=evaluator)
+    rpc = ms.runner.RPCConfig(
+        tracker_host=config.rpc.tracker_host,
+        tracker_port=config.rpc.tracker_port,
+        tracker_key=config.rpc.key,
+        session_timeout_sec=config.rpc.session_timeout_s,
+    )
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=evaluator, max_workers=1)
+
+
+def _measure(
+    mods: list[tvm.IRModule], target: tvm.target.Target, builder: ms.builder.Builder, runner: ms.runner.Runner
+) -> list[float]:
+    """Mean seconds of each scheduled PrimFunc module, built and run like MetaSchedule's candidates."""
+    built = builder.build([ms.builder.BuilderInput(mod, target) for mod in mods])
+    inputs, index = [], []
+    for i, (mod, result) in enumerate(zip(mods, built)):
+        if result.error_msg:
+            log.warning("default schedule of a task failed to build: %s", result.error_msg.splitlines()[-1])
+            continue
+        args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+        device = "cpu" if target.kind.name == "llvm" else target.kind.name
+        inputs.append(ms.runner.RunnerInput(result.artifact_path, device, args))
+        index.append(i)
+    seconds = [FAILED_RUN_S] * len(mods)
+    for i, future in zip(index, runner.run(inputs)):
+        result = future.result()
+        if not result.error_msg and result.run_secs:
+            seconds[i] = float(sum(float(s) for s in result.run_secs) / len(result.run_secs))
+    return seconds
+
+
+class _ProgressCallback:
+    """Logs tasks done, trials and the best latency so far after each measured batch."""
+
+    def __init__(self, total_trials: int | None):
+        self.total = total_trials
+        self.trials = 0
+        self.best: dict[int, float] = {}
+
+    def make(self):
+        outer = self
+
+        @derived_object
+        class _Callback(ms.measure_callback.PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                outer.trials += len(runner_results)
+                for result in runner_results:
+                    if result.run_secs and not result.error_msg:
+                        mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                        outer.best[task_id] = min(outer.best.get(task_id, FAILED_RUN_S), mean)
+                total = f"/{outer.total}" if outer.total else ""
+                log.info(
+                    "tuning: %d trials%s, %d tasks measured, best of task %d: %.4f ms, sum of bests %.3f ms",
+                    outer.trials, total, len(outer.best), task_id,
+                    outer.best.get(task_id, float("nan")) * 1e3, sum(outer.best.values()) * 1e3,
+                )
+
+        return _Callback()
+
+
+def tune(
+    task_mod: tvm.IRModule,
+    target: tvm.target.Target,
+    config: TuneConfig,
+    work_dir: str,
+    default_schedule: Callable[[tvm.IRModule], tvm.IRModule],
+    export: Callable | None = None,
+) -> TuningSummary:
+    """Tune the tasks of `task_mod` not yet covered by the database, then record default-vs-tuned decisions.
+
+    `default_schedule` applies our default rules to a one-PrimFunc module (its "main"); `export` links a built
+    candidate for a foreign target (None: the host's compiler).
+    """
+    start = time.perf_counter()
+    db_dir = config.database_dir or work_dir
+    database = open_database(db_dir)
+    decisions = _load_decisions(db_dir)
+    target_key = _target_key(target)
+
+    tasks = ms.relax_integration.extract_tasks(task_mod, target)
+    tasks = [t for t in tasks if not t.dispatched[0].attrs or not t.dispatched[0].attrs.get("tirx.is_scheduled", False)]
+    pending = [
+        t for t in tasks
+        if (_workload_key(t.dispatched[0]), target_key) not in decisions or not database.has_workload(t.dispatched[0])
+    ]
+    log.info("tuning: %d tasks, %d not in the database %s", len(tasks), len(pending), db_dir)
+    if not pending or not config.measures:
+        if pending:
+            log.info("tuning: %d tasks have no records; they keep the default schedules", len(pending))
+        return TuningSummary(len(tasks), 0, 0, time.perf_counter() - start, [decisions[k] for k in sorted(decisions)])
+
+    pending_keys = [_workload_key(t.dispatched[0]) for t in pending]
+    # dlight's ApplyDefaultSchedule assigns into the module it is given: schedule a fresh module, or the task
+    # module itself becomes scheduled and MetaSchedule searches (and keys records by) the wrong function.
+    default_mods = [default_schedule(tvm.IRModule(dict(t.dispatched[0].functions_items()))) for t in pending]
+    builder, runner = _builder(config, export), _runner(config)
+    progress = _ProgressCallback(config.trials)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        pending, os.path.join(work_dir, "logs"), num_threads=1, seed=config.seed
+    )
+    deadline = start + config.minutes * 60 if config.minutes else None
+    budget = config.trials if config.trials else None
+    # Rounds of tune_tasks: MetaSchedule has no wall-clock budget, so the minutes budget is checked between rounds.
+    # The database persists between rounds, so each round starts from the best records found so far.
+    while True:
+        round_trials = config.trials_per_round * len(contexts)
+        if budget is not None:
+            round_trials = min(round_trials, budget - progress.trials)
+        if round_trials <= 0 or (deadline is not None and time.perf_counter() > deadline):
+            break
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=work_dir,
+            max_trials_global=progress.trials + round_trials,
+            max_trials_per_task=None,
+            num_trials_per_iter=min(config.trials_per_round, 64),
+            builder=builder,
+            runner=runner,
+            database=database,
+            cost_model=ms.cost_model.XGBModel(
+                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True, num_tuning_cores=1
+            ),
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
+            task_scheduler="gradient",
+        )
+        if budget is None and deadline is None:
+            break
+        if budget is not None and progress.trials >= budget:
+            break
+
+    best = _best_records(db_dir)
+    log.info("tuning: measuring the default schedules of %d tasks for the fallback", len(pending))
+    default_secs = _measure(default_mods, target, builder, runner)
+    for task, workload_key, default_s in zip(pending, pending_keys, default_secs):
+        record = best.get(workload_key)
+        tuned_s = _mean(record.run_secs) if record is not None else FAILED_RUN_S
+        use = "tuned" if tuned_s < default_s else "default"
+        key = (workload_key, target_key)
+        decisions[key] = TaskDecision(task.task_name, key[0], target_key, default_s, tuned_s, use)
+        log.info("task %s: default %.4f ms, tuned %.4f ms -> %s", task.task_name, default_s * 1e3, tuned_s * 1e3, use)
+    _save_decisions(db_dir, decisions)
+    return TuningSummary(
+        len(tasks), len(pending), progress.trials, time.perf_counter() - start, [decisions[k] for k in sorted(decisions)]
+    )
+
+
+def _mean(run_secs) -> float:
+    secs = [float(s) for s in run_secs or []]
+    return sum(secs) / len(secs) if secs else FAILED_RUN_S
+
+
+def _best_records(database_dir: str) -> dict[str, ms.database.TuningRecord]:
+    """The fastest record of each workload in the database, by our workload key."""
+    best: dict[str, ms.database.TuningRecord] = {}
+    for record in open_database(database_dir).get_all_tuning_records():
+        key = _workload_key(record.workload.mod)
+        if key not in best or _mean(record.run_secs) < _mean(best[key].run_secs):
+            best[key] = record
+    return best
+
+
+def winning_database(database_dir: str, target: tvm.target.Target) -> ms.database.MemoryDatabase:
+    """The records to apply: for each task whose tuned schedule beat the default, its fastest record only."""
+    decisions = _load_decisions(database_dir)
+    target_key = _target_key(target)
+    winners = ms.database.MemoryDatabase()
+    for key, record in sorted(_best_records(database_dir).items()):
+        decision = decisions.get((key, target_key))
+        if decision is None or decision.use != "tuned":
+            continue
+        workload = winners.commit_workload(record.workload.mod)
+        winners.commit_tuning_record(
+            ms.database.TuningRecord(record.trace, workload, record.run_secs, record.target, record.args_info)
+        )
+    return winners
+
+
+def save_records(database: ms.database.Database, directory: str, decisions_from: str) -> None:
+    """Copy every record of `database` into the JSON database at `directory`, with the decisions of
+    `decisions_from`, so that `directory` alone rebuilds the same schedules (as --tuning-db)."""
+    _save_decisions(directory, _load_decisions(decisions_from))
+    target = open_database(directory)
+    for record in database.get_all_tuning_records():
+        workload = target.commit_workload(record.workload.mod)
+        target.commit_tuning_record(
+            ms.database.TuningRecord(record.trace, workload, record.run_secs, record.target, record.args_info)
+        )
+
+
+def apply_database(database: ms.database.Database) -> tvm.transform.Pass:
+    """MetaScheduleApplyDatabase reads the ambient `Database.current()`: scope it to this one pass."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvmcompress.ApplyTunedSchedules")
+    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with database:
+            return tvm.relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+    return _apply
