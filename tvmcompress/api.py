@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 import onnx
@@ -96,6 +98,7 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     inputs, outputs = frontend.model_io(canonical)
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))
     mod = frontend.import_to_relax(canonical)
+    mod, quantization = _quantize(mod, options, preset, inputs)
 
     from .build import build_library  # local: imports tvm's compiler stack
     from .relax_stats import constant_bytes
@@ -103,15 +106,20 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
 
     with ArtifactWriter(output) as writer:
         library = writer.path(LIBRARY_NAME)
-        result = build_library(mod, preset, library)
+        tuning_dir = writer.path("tuning") if options.tune is not None else None
+        result = build_library(mod, preset, library, options.tune, tuning_dir)
         verification = {"runner": preset.runner}
         if preset.runner != "native":
             verification["elf"] = _verify_foreign_library(library, preset)
         passes = [
             {"name": "frontend.canonicalize", "options": options.to_json()},
             {"name": "frontend.import_to_relax", "options": {}},
-            {"name": result.pipeline, "options": {}},
         ]
+        if quantization is not None:
+            passes.append({"name": "tvmcompress.quantize", "options": quantization["config"]})
+        if result.tuning is not None:
+            passes.append({"name": "tvmcompress.tune", "options": asdict(options.tune)})
+        passes.append({"name": result.pipeline, "options": {}})
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "versions": _versions(),
@@ -132,16 +140,50 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
             },
             "hashes": {
                 "source_model": hashlib.sha256(source_bytes).hexdigest(),
-                "inputs": {},  # calibration / evaluation files, by CLI name, as later steps add them
+                "inputs": {"calibration": sha256_file(options.calibration)} if options.calibration else {},
                 LIBRARY_NAME: sha256_file(library),
             },
             "verification": verification,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
+        if quantization is not None:
+            manifest["quantization"] = quantization
+        if result.tuning is not None:
+            manifest["tuning"] = result.tuning
         write_json(writer.path(MANIFEST_NAME), manifest)
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
+
+
+def _quantize(mod, options: CompileOptions, preset: presets.TargetPreset, inputs) -> tuple[Any, dict | None]:
+    """Apply --quantize: calibrate on the .npz (static int8), with the activation type the target's int8 dot
+    product takes (x86 vpdpbusd multiplies uint8 by int8; ARM sdot int8 by int8)."""
+    if options.quantize is None:
+        return mod, None
+    import tvm
+
+    from .passes.quantize import quantize
+    from .schedules.int8_rules import dot_intrin_for
+
+    config = options.quantize
+    if config.mode in ("int8", "dynamic-int8"):
+        x86 = str(preset.tvm_target.get("mtriple", "x86_64")).startswith("x86_64")
+        config = dataclasses.replace(config, activation_dtype="uint8" if x86 else "int8")
+        if preset.tvm_target.get("kind") == "llvm" and dot_intrin_for(tvm.target.Target(preset.tvm_target)) is None:
+            log.warning(
+                "target %s has no fast int8 dot product (AVX512-VNNI/AVX-VNNI, or ARM dotprod): int8 layers will "
+                "run on widening multiplies and may not beat float32; consider %s",
+                preset.name, "x86-64-avx512" if x86 else "aarch64-dotprod",
+            )
+    calibration = None
+    if options.calibration:
+        from .data import iterate_batches, load_npz, validate_inputs
+
+        arrays = load_npz(options.calibration)
+        validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
+        calibration = iterate_batches(arrays, inputs)
+    return quantize(mod, config, calibration)
 
 
 def frontend_stats(model: onnx.ModelProto) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import tvm
 from tvm import relax
 
+from .config import TuneConfig
+from .errors import TvmcompressError
 from .targets.presets import TargetPreset
 from .targets.toolchain import make_fcompile
 
@@ -24,9 +26,10 @@ class BuildResult:
     library_path: str
     seconds: float
     pipeline: str  # which relax pipeline scheduled the TIR
+    tuning: dict | None = None  # TuningSummary.to_json() when tuned
 
 
-def relax_pipeline_for(target: tvm.target.Target) -> tuple[object, str]:
+def relax_pipeline_for(target: tvm.target.Target, tuned=None) -> tuple[object, str]:
     """The relax pipeline that lowers and schedules a module for `target`, and its name for the manifest.
 
     CPU targets get our default schedule rules (TVM's own CPU pipeline leaves TIR unscheduled, which runs
@@ -35,13 +38,13 @@ def relax_pipeline_for(target: tvm.target.Target) -> tuple[object, str]:
     if target.kind.name == "llvm":
         from .schedules.cpu_pipeline import cpu_pipeline
 
-        return cpu_pipeline(target), "tvmcompress.cpu_pipeline"
+        return cpu_pipeline(target, tuned), "tvmcompress.cpu_pipeline"
     return "default", f"tvm.default({target.kind.name})"
 
 
-def compile_module(mod: tvm.IRModule, preset: TargetPreset) -> tuple[relax.VMExecutable, str]:
+def compile_module(mod: tvm.IRModule, preset: TargetPreset, tuned=None) -> tuple[relax.VMExecutable, str]:
     target = tvm.target.Target(preset.tvm_target)
-    pipeline, pipeline_name = relax_pipeline_for(target)
+    pipeline, pipeline_name = relax_pipeline_for(target, tuned)
     log.info("compiling for %s with %s", preset.name, pipeline_name)
     # A failure here is our bug, not the user's input: it keeps its traceback (exit code 1).
     return tvm.compile(mod, target, relax_pipeline=pipeline), pipeline_name
@@ -58,10 +61,40 @@ def export_library(executable, preset: TargetPreset, path: str) -> None:
     executable.export_library(path, fcompile=fcompile)
 
 
-def build_library(mod: tvm.IRModule, preset: TargetPreset, path: str) -> BuildResult:
+def tune_module(mod: tvm.IRModule, preset: TargetPreset, config: TuneConfig, tuning_dir: str):
+    """MetaSchedule tuning of the module's tasks, as the CPU pipeline will lower them; returns the database of
+    records that beat our defaults (saved to tuning_dir as well) and the tuning summary."""
+    from .schedules import tuning
+    from .schedules.cpu_pipeline import apply_default_schedules, cpu_lowering_passes
+    from .targets.toolchain import find_compiler
+
+    target = tvm.target.Target(preset.tvm_target)
+    if target.kind.name != "llvm":
+        raise TvmcompressError(f"tuning supports CPU targets for now, not {preset.name}: drop the tuning flags")
+    with target:
+        lowered = tvm.transform.Sequential(cpu_lowering_passes(target))(mod)
+    export = tuning.cross_export(find_compiler(preset)) if preset.runner != "native" else None
+    if preset.runner != "native" and config.rpc is None and config.measures:
+        raise TvmcompressError(
+            f"tuning for {preset.name} measures on the device: add --rpc HOST:PORT --rpc-key KEY of its RPC tracker"
+        )
+    summary = tuning.tune(lowered, target, config, tuning_dir, apply_default_schedules(target), export)
+    winners = tuning.winning_database(config.database_dir or tuning_dir, target)
+    if config.database_dir is not None:
+        # The artifact keeps the records it was built with, even when they came from a shared database.
+        tuning.save_records(winners, tuning_dir, config.database_dir)
+    return winners, summary
+
+
+def build_library(
+    mod: tvm.IRModule, preset: TargetPreset, path: str, tune: TuneConfig | None = None, tuning_dir: str | None = None
+) -> BuildResult:
     start = time.perf_counter()
-    executable, pipeline_name = compile_module(mod, preset)
+    tuned, summary = (None, None)
+    if tune is not None:
+        tuned, summary = tune_module(mod, preset, tune, tuning_dir)
+    executable, pipeline_name = compile_module(mod, preset, tuned)
     log.info("linking %s", path)
     export_library(executable, preset, path)
-    return BuildResult(path, time.perf_counter() - start, pipeline_name)
+    return BuildResult(path, time.perf_counter() - start, pipeline_name, summary.to_json() if summary else None)
 

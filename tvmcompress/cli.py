@@ -52,6 +52,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--const-input", action="append", default=[], metavar="NAME=VALUE", help="specialize an input to a constant"
     )
     p.add_argument("--cores", type=int, default=None, help="device core count for parallel code (default: preset's)")
+    q = p.add_argument_group("quantization")
+    q.add_argument("--quantize", choices=["int8", "fp16", "bf16", "dynamic-int8"], help="lower the model's precision")
+    q.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs for --quantize int8")
+    q.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax")
+    q.add_argument("--percentile", type=float, default=99.99, help="for --calibration-method percentile")
+    q.add_argument("--exclude", default="", metavar="LAYER,...", help="layers to keep in float (see the report)")
+    t = p.add_argument_group("tuning (MetaSchedule, XGBoost cost model)")
+    t.add_argument("--tune-trials", type=int, help="measured candidates in total")
+    t.add_argument("--tune-minutes", type=float, help="wall-clock tuning budget")
+    t.add_argument("--tuning-db", metavar="DIR", help="reuse and extend this tuning database (shared across builds)")
+    t.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
+    t.add_argument("--rpc-key", metavar="KEY", help="device key registered with the tracker")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
 
     p = sub.add_parser("run", parents=[common], help="run a compiled artifact on inputs from an .npz")
@@ -87,6 +99,9 @@ def _cmd_compile(args) -> int:
         input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
         const_inputs=dict(parse_const_input(s) for s in args.const_input),
         cores=args.cores,
+        tune=_tune_config(args),
+        quantize=_quantize_config(args),
+        calibration=args.calibration,
     )
     artifact = api.compile(args.model, args.target, output=args.output, options=options)
     if args.json:
@@ -99,6 +114,29 @@ def _cmd_compile(args) -> int:
             f"{artifact.manifest['build_seconds']:.1f} s"
         )
     return EXIT_OK
+
+
+def _tune_config(args):
+    from .config import RpcTarget, TuneConfig
+
+    if args.tune_trials is None and args.tune_minutes is None and args.tuning_db is None:
+        if args.rpc:
+            raise TvmcompressError("--rpc measures tuning candidates: add --tune-trials or --tune-minutes")
+        return None
+    rpc = RpcTarget.parse(args.rpc, args.rpc_key or "") if args.rpc else None
+    db = os.path.abspath(args.tuning_db) if args.tuning_db else None
+    return TuneConfig(trials=args.tune_trials, minutes=args.tune_minutes, database_dir=db, rpc=rpc)
+
+
+def _quantize_config(args):
+    from .passes.quantize_config import QuantizeConfig
+
+    if args.quantize is None:
+        return None
+    exclude = tuple(name for name in args.exclude.split(",") if name)
+    return QuantizeConfig(
+        mode=args.quantize, calibration_method=args.calibration_method, percentile=args.percentile, exclude=exclude
+    )
 
 
 def _cmd_run(args) -> int:

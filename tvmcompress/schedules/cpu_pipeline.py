@@ -13,6 +13,7 @@ from tvm.s_tir import dlight
 
 from .cpu_rules import default_rules
 from .cpu_rules.packed_compute import LEGALIZE_MAP
+from .int8_rules import Int8DotProduct, make_int8_legalize_map
 from .cpu_rules.restore_clip import RestoreScalarMinMax
 
 
@@ -24,10 +25,11 @@ def host_target(num_cores: int | None = None) -> tvm.target.Target:
     return tvm.target.Target(config)
 
 
-def cpu_schedule_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """The steps up to and including scheduling: after them every PrimFunc carries a schedule.
+def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """The steps up to scheduling: legalized, fused, unscheduled PrimFuncs.
 
-    Run them under `with target:` (the packed legalization reads the SIMD width from it).
+    Tuning extracts its tasks from exactly this module, so that the database's workloads match the PrimFuncs the
+    build schedules. Run them under `with target:` (the packed legalization reads the SIMD width from it).
     """
     return [
         # BN and friends become elementwise ops on constants, which FoldConstant shrinks and
@@ -47,24 +49,47 @@ def cpu_schedule_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         relax.transform.FastMathTransform(),
         # NOTE: conv2d/matmul with constant weights legalize to computes on weights packed
         # with numpy here, so the artifact carries packed weights.
-        relax.transform.LegalizeOps(customize_legalize_map=LEGALIZE_MAP),
+        # int8 matmuls with constant weights pack for the target's dot-product instruction (vpdpbusd, sdot).
+        relax.transform.LegalizeOps(customize_legalize_map=make_int8_legalize_map(LEGALIZE_MAP)),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
-        dlight.ApplyDefaultSchedule(*default_rules()),
     ]
 
 
-def cpu_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """The Relax -> VM-ready pipeline with tvmcompress's default CPU schedules."""
+def cpu_schedule_passes(target: tvm.target.Target, tuned=None) -> list[tvm.transform.Pass]:
+    """Lowering, then schedules: tuned records first (where `tuned`, a MetaSchedule database, has one), then our
+    default rules for every PrimFunc still unscheduled. After these every PrimFunc carries a schedule."""
+    passes = cpu_lowering_passes(target)
+    if tuned is not None:
+        from .tuning import apply_database
+
+        passes.append(apply_database(tuned))
+    passes.append(dlight.ApplyDefaultSchedule(Int8DotProduct(), *default_rules()))
+    return passes
+
+
+def apply_default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Our default rules alone, for modules that are already lowered (tuning's fallback measurement)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvmcompress.ApplyDefaultSchedules")
+    def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return dlight.ApplyDefaultSchedule(Int8DotProduct(), *default_rules())(mod)
+
+    return _apply
+
+
+def cpu_pipeline(target: tvm.target.Target, tuned=None) -> tvm.transform.Pass:
+    """The Relax -> VM-ready pipeline with tvmcompress's default CPU schedules (and tuned ones from `tuned`)."""
 
     @tvm.transform.module_pass(opt_level=0, name="tvmcompress.cpu_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             passes = [
-                *cpu_schedule_passes(target),
+                *cpu_schedule_passes(target, tuned),
                 *cpu_generic.dataflow_lower_passes(target),
                 *cpu_generic.finalize_passes(target),
             ]
