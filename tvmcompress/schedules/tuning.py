@@ -91,6 +91,7 @@ def _load_decisions(directory: str) -> dict[tuple[str, str], TaskDecision]:
 
 
 def _save_decisions(directory: str, decisions: dict[tuple[str, str], TaskDecision]) -> None:
+    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, DECISIONS_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
