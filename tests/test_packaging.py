@@ -26,3 +26,5 @@ def test_every_package_directory_is_listed_in_pyproject():
                 name = package if sub == "." else package + "." + sub.replace(os.sep, ".")
                 found.add(name)
     assert found - listed == set(), f"add these to [tool.setuptools] packages: {sorted(found - listed)}"
+    # A listed package that is not in the repository breaks `pip install` on a clean clone.
+    assert listed - found == set(), f"listed but missing (not committed?): {sorted(listed - found)}"
