@@ -10,7 +10,8 @@ Canonical form (the postcondition of `canonicalize`, the precondition of `import
 - the op-level structure of the layers is kept: BN folding, MatMul+Add -> Gemm and the like are left to the
   compression passes, which record what they do in the manifest.
 
-This file is also the one place that knows TVM's ONNX importer (`tvm.relax.frontend.onnx`).
+This file and `tvmcompress/onnx_ops/` (our converters and the importer subclass that routes to them) are the
+only places that know TVM's ONNX importer (`tvm.relax.frontend.onnx`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ __all__ = [
 
 # Opsets of the default domain that we accept: TVM 0.27's converters are written and tested for these.
 SUPPORTED_OPSETS = range(11, 22)
+# A newer opset is accepted too (up to the installed onnx's), node by node: an op is taken in its newer form
+# when that form sets no attribute and uses no input that its opset-21 form lacks (opsets 22..28 mostly add
+# types), or when one of our converters (tvmcompress.onnx_ops) implements the newer form. Other forms are
+# reported as `Op-<version>` by `unsupported_ops`.
+_LAST_CHECKED_OPSET = SUPPORTED_OPSETS.stop - 1
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 # TVM's importer matches on op_type alone. The contrib converters in its map (Attention, FastGelu,
 # SkipLayerNormalization, ...) are written for onnxruntime's com.microsoft ops, so that domain is accepted too.
@@ -203,7 +209,7 @@ def _check_opset(model: onnx.ModelProto, what: str) -> None:
             f"{what} imports no opset of the default ONNX domain: export it with an opset in "
             f"{SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}"
         )
-    if opset not in SUPPORTED_OPSETS:
+    if opset not in SUPPORTED_OPSETS and not _LAST_CHECKED_OPSET < opset <= onnx.defs.onnx_opset_version():
         raise TvmcompressError(
             f"{what} uses ONNX opset {opset}, outside the supported {SUPPORTED_OPSETS.start}.."
             f"{SUPPORTED_OPSETS.stop - 1}: convert it with onnx.version_converter.convert_version(model, 17) "
@@ -427,6 +433,13 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             skip_fusion_patterns=list(_SLIM_SKIPPED_FUSIONS),
             skip_optimizations=list(_SLIM_SKIPPED_OPTIMIZATIONS),
         )
+    except (IndexError, KeyError, ValueError, TypeError) as err:
+        # onnxslim's own shape inference fails on some valid forms (e.g. Resize with `axes`, IndexError in
+        # update_outputs_dims). Folding is an optimization: go on with ONNX's shape inference alone, and let the
+        # static-shape check and the op check say what is still wrong.
+        logger.debug("onnxslim failed (%s: %s); folding with ONNX shape inference only", type(err).__name__, err)
+        folded = onnx.ModelProto()
+        folded.CopyFrom(model)
     finally:
         slim_logger.setLevel(level)  # slim() sets its logger to ERROR on every call
     if folded is None:  # onnxslim returns None only when its own check fails
@@ -530,18 +543,89 @@ def _check_reshapes(model: onnx.ModelProto) -> None:
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:
-    """Sorted unique op types that TVM's ONNX importer has no converter for (`domain::Op` outside the default
-    domain), searched in subgraphs too."""
+    """Sorted unique op types that we cannot import, searched in subgraphs too: ops that neither TVM's ONNX
+    importer nor our converters (`tvmcompress.onnx_ops`) convert (`domain::Op` outside the default domain), op
+    forms of an opset newer than SUPPORTED_OPSETS that nothing converts (`Op-<version>`), forms that our
+    converters reject (`Op(attr=value)`), and nodes that read or write an element type that TVM computes wrongly
+    (`Op(FLOAT8E4M3FN)`)."""
+    from . import onnx_ops
+
     convert_map = _tvm_convert_map()
+    opset = _default_opset(model) or _LAST_CHECKED_OPSET
     found = set()
     for graph in _all_graphs(model.graph):
+        types = _value_types(graph)
         for node in graph.node:
+            for elem_type in _node_types(node, types):
+                if elem_type in _UNSUPPORTED_TYPES:
+                    found.add(f"{node.op_type}({onnx.TensorProto.DataType.Name(elem_type)})")
             if node.domain in _DEFAULT_DOMAINS:
-                if node.op_type not in convert_map and node.op_type not in _IMPORTER_BUILTIN_OPS:
+                ours = onnx_ops.converter_for(node.op_type, opset)
+                if ours is None and node.op_type not in convert_map and node.op_type not in _IMPORTER_BUILTIN_OPS:
                     found.add(node.op_type)
+                elif ours is None and opset > _LAST_CHECKED_OPSET:
+                    form = _newer_op_form(node, opset)
+                    if form is not None:
+                        found.add(form)
+                if ours is not None:
+                    reason = onnx_ops.unsupported_form(node, opset)
+                    if reason:
+                        found.add(reason)
             elif node.domain not in _CONTRIB_DOMAINS or node.op_type not in convert_map:
                 found.add(f"{node.domain}::{node.op_type}")
     return sorted(found)
+
+
+# Element types that TVM 0.27 stores but computes wrongly (float8: wrong rounding and saturation; packed int4 /
+# int2 / float4: wrong unpacking) or cannot run. A node that reads or writes one is reported as `Op(TYPE)`.
+_UNSUPPORTED_TYPES = frozenset(
+    getattr(onnx.TensorProto, name)
+    for name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "FLOAT4E2M1",
+                 "INT4", "UINT4", "INT2", "UINT2")
+    if hasattr(onnx.TensorProto, name)
+)
+
+
+def _value_types(graph: onnx.GraphProto) -> dict[str, int]:
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(graph.input) + list(graph.value_info) + list(graph.output)
+             if vi.type.HasField("tensor_type")}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    return types
+
+
+def _node_types(node: onnx.NodeProto, types: Mapping[str, int]):
+    for name in list(node.input) + list(node.output):
+        if name in types:
+            yield types[name]
+    for attr in node.attribute:
+        if attr.name in ("to", "output_dtype", "dtype") and attr.type == onnx.AttributeProto.INT:
+            yield attr.i
+        if attr.type == onnx.AttributeProto.TENSOR:
+            yield attr.t.data_type
+
+
+def _newer_op_form(node: onnx.NodeProto, opset: int) -> str | None:
+    """`Op-<version>` when `node`, in its form at `opset`, sets an attribute or uses an input or output that the
+    op's form at _LAST_CHECKED_OPSET lacks (or the op is newer than that); None when the old form covers it."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return None  # not an ONNX op: the converter lookup decides
+    if schema.since_version <= _LAST_CHECKED_OPSET:
+        return None
+    tvm_converter = _tvm_convert_map().get(node.op_type)
+    tvm_versions = [int(n.removeprefix("_impl_v")) for n in dir(tvm_converter) if n.startswith("_impl_v")]
+    if tvm_versions and max(tvm_versions) >= schema.since_version:
+        return None  # TVM's converter is written for this form
+    try:
+        old = onnx.defs.get_schema(node.op_type, _LAST_CHECKED_OPSET, "")
+    except onnx.defs.SchemaError:
+        return f"{node.op_type}-{schema.since_version}"
+    new_attributes = {a.name for a in node.attribute} - set(old.attributes)
+    if new_attributes or len(node.input) > old.max_input or len(node.output) > old.max_output:
+        return f"{node.op_type}-{schema.since_version}"
+    return None
 
 
 def check_supported(model: onnx.ModelProto) -> None:
@@ -550,7 +634,8 @@ def check_supported(model: onnx.ModelProto) -> None:
     if missing:
         raise TvmcompressError(
             f"the model uses {len(missing)} op type(s) that TVM's ONNX importer cannot convert: {', '.join(missing)}; "
-            "replace them (or re-export the model without them) and try again"
+            "replace them (or re-export the model without them, or with opset 21 for an `Op-<version>` form) and "
+            "try again"
         )
 
 
@@ -590,7 +675,8 @@ def import_to_relax(model: onnx.ModelProto):
 
     Raises `TvmcompressError` for unsupported ops and for nodes that TVM's importer fails on, naming the node.
     """
-    from tvm.relax.frontend.onnx import from_onnx
+    from . import onnx_ops
+    from .onnx_ops.importer import from_onnx
 
     check_supported(model)
     inputs, _ = model_io(model)
@@ -608,13 +694,16 @@ def import_to_relax(model: onnx.ModelProto):
                 model,
                 shape_dict={spec.name: list(spec.shape) for spec in inputs},
                 dtype_dict={spec.name: spec.dtype for spec in inputs},
-                keep_params_in_input=False,
             )
     except Exception as err:  # noqa: BLE001 - the importer raises anything from KeyError to TVMError
         if stdout.getvalue():
             logger.debug("TVM importer output: %s", stdout.getvalue().strip())
+        if isinstance(err, TvmcompressError):  # one of our converters rejecting a form, with its own message
+            raise
         node = _failing_node(err)
-        where = f"node {node.name or node.output[0]!r} ({node.op_type})" if node is not None else "the model"
+        # onnx_ops.importer renamed the nodes it routes to our converters.
+        op_type = node.op_type.removeprefix(onnx_ops.ROUTED_PREFIX) if node is not None else ""
+        where = f"node {node.name or node.output[0]!r} ({op_type})" if node is not None else "the model"
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = lines[0].rstrip(".") if lines else "no message"
         raise TvmcompressError(

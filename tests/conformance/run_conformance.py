@@ -1,0 +1,384 @@
+#!/usr/bin/env python
+"""ONNX conformance: run onnx's node tests through tvmcompress (load, canonicalize, compile for host, run).
+
+    python tests/conformance/run_conformance.py --jobs 2 --markdown CONFORMANCE.md   # full run, regenerate the report
+    python tests/conformance/run_conformance.py --filter '^test_(conv|relu)' --jobs 2  # a subset while iterating
+    python tests/conformance/run_conformance.py --from-json results.json --markdown CONFORMANCE.md  # report only
+
+Each case runs in a worker process with a timeout; a worker that crashes or hangs is replaced, and the case is
+recorded with the outcome of the stage it died in. Outcomes: pass, import error, compile error, runtime error,
+wrong result, timeout. Out-of-scope cases (training ops; string, sequence and optional types) are counted but
+not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import multiprocessing
+import re
+import sys
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conformance_cases import ATTRIBUTE_LIKE_INPUTS, attribute_like_inputs, load_cases, out_of_scope_reason  # noqa: E402
+from conformance_worker import OUTCOMES, STAGE_OUTCOME, serve  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+# A worker is replaced after this many cases: TVM's compiler keeps caches that grow over hundreds of builds.
+CASES_PER_WORKER = 150
+
+
+class _Worker:
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=serve, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.case = None
+        self.stage = None
+        self.deadline = None
+        self.done = 0
+
+    def send(self, case, bound, timeout: float) -> None:
+        self.case, self.stage, self.deadline = case, "import", time.monotonic() + timeout
+        self.conn.send((case, bound))
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def run_cases(planned: list[tuple], jobs: int, timeout: float, progress=None) -> dict[str, dict]:
+    """Run (case, bound) pairs on `jobs` worker processes. Returns {case name: result dict}."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM state is forked
+    queue = collections.deque(planned)
+    results: dict[str, dict] = {}
+    workers = [_Worker(ctx) for _ in range(min(jobs, len(planned)) or 1)]
+    idle = list(workers)
+    busy: list[_Worker] = []
+    bound_of = {case.name: bound for case, bound in planned}
+
+    def finish(worker: _Worker, result: dict) -> None:
+        result.setdefault("bound", bound_of[worker.case.name])
+        results[worker.case.name] = result
+        if progress:
+            progress(worker.case, result, len(results), len(planned))
+        worker.case = None
+        worker.done += 1
+
+    while queue or busy:
+        while idle and queue:
+            worker = idle.pop()
+            if worker.done >= CASES_PER_WORKER:
+                worker.stop()
+                workers.remove(worker)
+                worker = _Worker(ctx)
+                workers.append(worker)
+            case, bound = queue.popleft()
+            worker.send(case, bound, timeout)
+            busy.append(worker)
+        now = time.monotonic()
+        ready = wait([w.conn for w in busy], timeout=max(0.0, min(w.deadline for w in busy) - now))
+        for worker in list(busy):
+            replace = False
+            if worker.conn in ready:
+                try:
+                    kind, payload = worker.conn.recv()
+                except (EOFError, OSError):
+                    worker.process.join(5)
+                    code = worker.process.exitcode
+                    finish(worker, {"outcome": STAGE_OUTCOME.get(worker.stage, "runtime error"), "stage": worker.stage,
+                                    "message": f"worker crashed in {worker.stage} (exit code {code})", "crash": True})
+                    replace = True
+                else:
+                    if kind == "stage":
+                        worker.stage = payload
+                        continue
+                    finish(worker, payload)
+            elif time.monotonic() >= worker.deadline:
+                finish(worker, {"outcome": "timeout", "stage": worker.stage,
+                                "message": f"no result after {timeout:.0f} s (in {worker.stage})"})
+                replace = True
+            else:
+                continue
+            busy.remove(worker)
+            if replace:
+                worker.kill()
+                workers.remove(worker)
+                worker = _Worker(ctx)
+                workers.append(worker)
+            idle.append(worker)
+    for worker in workers:
+        worker.stop()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def summarize(records: list[dict]) -> dict:
+    in_scope = [r for r in records if not r.get("scope")]
+    counts = collections.Counter(r["outcome"] for r in in_scope)
+    passed = counts.get("pass", 0)
+    return {
+        "total": len(records),
+        "in_scope": len(in_scope),
+        "passed": passed,
+        "in_scope_rate": passed / len(in_scope) if in_scope else 0.0,
+        "overall_rate": passed / len(records) if records else 0.0,
+        "outcomes": {o: counts.get(o, 0) for o in OUTCOMES},
+        "out_of_scope": dict(collections.Counter(r["scope"] for r in records if r.get("scope"))),
+        "crashes": sum(1 for r in records if r.get("crash")),
+    }
+
+
+def render_markdown(records: list[dict], meta: dict) -> str:
+    s = summarize(records)
+    lines = [
+        "# ONNX conformance",
+        "",
+        "Generated by `python tests/conformance/run_conformance.py --jobs 2 --markdown CONFORMANCE.md`; do not edit.",
+        "",
+        f"onnx {meta.get('onnx')} node tests (`onnx.backend.test.loader.load_node_model_tests()`), run through "
+        "tvmcompress's real pipeline: `load_model` -> `canonicalize` -> `import_to_relax`, then "
+        "`tvmcompress.compile(model, \"host\")` and `tvmcompress.load(dir).run(inputs)`. Outputs must have the "
+        "reference dtype and shape and match at the test's tolerance (rtol 1e-3, atol 1e-7), as onnx's own runner "
+        f"checks. Machine: {meta.get('machine', '?')}; tvm {meta.get('tvm')}; run took {meta.get('minutes', '?')} min "
+        f"with {meta.get('jobs')} job(s), timeout {meta.get('timeout')} s per test."
+        + (f" Tests matching {', '.join(f'`{m}`' for m in meta['merged'])} were run again afterwards (`--merge`)."
+           if meta.get("merged") else ""),
+        "",
+        "## Summary",
+        "",
+        f"- **In scope: {s['passed']} / {s['in_scope']} pass ({100 * s['in_scope_rate']:.1f}%).**",
+        f"- Overall: {s['passed']} / {s['total']} ({100 * s['overall_rate']:.1f}%).",
+        f"- Worker crashes: {s['crashes']}.",
+        "",
+        "| outcome | in-scope tests |",
+        "|---|---:|",
+        *[f"| {o} | {n} |" for o, n in s["outcomes"].items()],
+        "",
+        "### Out of scope",
+        "",
+        "Counted, not run: training-only ops (losses: SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss; "
+        "optimizers and gradients of the `ai.onnx.preview.training` domain), and tests whose graph has string, "
+        "sequence, map or optional values (a compiled library takes and returns dense numeric tensors only).",
+        "",
+        "| reason | tests |",
+        "|---|---:|",
+        *[f"| {k} | {v} |" for k, v in sorted(s["out_of_scope"].items())],
+        "",
+        "### Inputs bound as constants",
+        "",
+        "The node tests feed some attribute-like values as graph inputs (axes, shapes, pads, sizes, scales, k, "
+        "split, ...); exported inference models hold them as constants. For these slots only, the runner binds "
+        "the test's value as a constant with `canonicalize(..., const_inputs=...)` (the `--const-input` of the "
+        "CLI). A graph input is bound only when every use of it is such a slot; data inputs are never bound.",
+        "",
+        "| op | slots bound when fed as graph inputs | tests that bound one |",
+        "|---|---|---:|",
+    ]
+    bound_tests = collections.Counter()
+    for r in records:
+        for kind in set((r.get("bound") or {}).values()):
+            bound_tests[kind.split(".")[0]] += 1
+    for op, slots in sorted(ATTRIBUTE_LIKE_INPUTS.items()):
+        lines.append(f"| {op} | {', '.join(f'{i}: {k}' for i, k in sorted(slots.items()))} | {bound_tests.get(op, 0)} |")
+    lines += ["", "## What the frontend does for conformance", "", *_FRONTEND_NOTES]
+    lines += ["", "## Failures by class", ""]
+    classes = collections.Counter()
+    for r in records:
+        if not r.get("scope") and r["outcome"] != "pass":
+            classes[(r["outcome"], failure_class(r["message"]))] += 1
+    lines += ["| outcome | class | tests |", "|---|---|---:|"]
+    lines += [f"| {o} | {c} | {n} |" for (o, c), n in sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += ["", "## Failures not rejected by name", "",
+              "In-scope failures whose op `unsupported_ops` (and so `tvmcompress inspect`) does not report and "
+              "whose form the importer does not reject by name: compile and runtime errors, wrong results, and "
+              "import errors raised inside TVM's importer or by canonicalization.", "",
+              "| op | tests | outcomes |", "|---|---:|---|"]
+    unnamed = collections.defaultdict(collections.Counter)
+    for r in records:
+        if not r.get("scope") and r["outcome"] != "pass" and not _rejected_by_name(r["message"]):
+            unnamed[r["op"]][r["outcome"]] += 1
+    for op, counts in sorted(unnamed.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
+        lines.append(f"| {op} | {sum(counts.values())} | {', '.join(f'{o}: {n}' for o, n in sorted(counts.items()))} |")
+    lines += ["", "## Per op", "",
+              "In-scope tests per op (the op a test is named after). Failing tests list their outcome and first line.",
+              "", "| op | pass | in scope | rate | out of scope |", "|---|---:|---:|---:|---:|"]
+    by_op = collections.defaultdict(list)
+    for r in records:
+        by_op[r["op"]].append(r)
+    for op in sorted(by_op, key=str.lower):
+        rs = by_op[op]
+        ins = [r for r in rs if not r.get("scope")]
+        p = sum(r["outcome"] == "pass" for r in ins)
+        rate = f"{100 * p / len(ins):.0f}%" if ins else "-"
+        lines.append(f"| {op} | {p} | {len(ins)} | {rate} | {len(rs) - len(ins)} |")
+    lines += ["", "## Failing tests", "", "| test | outcome | message |", "|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["name"]):
+        if not r.get("scope") and r["outcome"] != "pass":
+            message = r["message"].replace("|", "\\|").replace("\n", " ")[:220]
+            lines.append(f"| {r['name']} | {r['outcome']} | {message} |")
+    return "\n".join(lines) + "\n"
+
+
+_FRONTEND_NOTES = [
+    "- Opsets 22..28 are accepted node by node: an op whose newer form sets no attribute and uses no input that "
+    "its opset-21 form lacks (most of 22..28 only adds types) is converted as before; other newer forms are "
+    "rejected at import as `Op-<version>`. Opsets below 11 are rejected at load (convert them with "
+    "`onnx.version_converter`).",
+    "- `tvmcompress/onnx_ops/` converts what TVM 0.27 lacks or gets wrong: the standard `Attention` (23..25; TVM "
+    "routes it to com.microsoft's), LSTM / GRU / RNN, RotaryEmbedding, RMSNormalization, LayerNormalization's "
+    "Mean and InvStdDev outputs, QLinearMatMul, DFT, CenterCropPad, OneHot with non-constant values, "
+    "ReduceMax / ReduceMin with -inf / +inf identities (TVM returns -3.4e38 for all -inf rows and empty sets) "
+    "and on bools, IsInf's detect_* attributes, BitShift by the type's width or more, Mod by an infinity, Pow "
+    "of mixed and integer types, Squeeze with negative axes, Dropout outputs, ConvTranspose's output_shape, "
+    "Max / Min / Sum / Mean without `relax.stack` (which the CPU pipeline's ConvertLayout fails on), Swish.",
+    "- Forms that would give wrong numbers are rejected at import with a message that names them: float8, "
+    "float4, int4 and int2 tensors (`Cast(FLOAT8E4M3FN)`), BatchNormalization(training_mode=1), Resize with "
+    "scales that give a fractional size, antialiased downsampling, `axes` or keep_aspect_ratio_policy, "
+    "RoiAlign(mode=max), MaxPool's Indices output, LSTM(input_forget=1), recurrent ops with sequence_lens in "
+    "reverse, Dropout in training mode, DFT(inverse=1, onesided=1), Attention on bfloat16.",
+    "- Wrong results that remain are precision classes, listed with the failing tests: float16 function bodies "
+    "(`*_fp16_expanded`) through TVM's float16 kernels differ from numpy's op-by-op float16 reference by 1-2 "
+    "ulp (above rtol 1e-3); the inverse DFT of a real signal gives an imaginary part of ~1e-15 where the "
+    "reference keeps float32 FFT noise of ~2e-7 (above atol 1e-7). The standard Attention computes float16 "
+    "inputs in float32 for this reason.",
+    "- Shape values (`Shape`, `Size`) and `Constant` nodes of every value form are folded into initializers by "
+    "`canonicalize`, so TVM never sees a ShapeExpr where it wants a tensor.",
+]
+
+_CLASS_PATTERNS = [
+    (r"op type\(s\) that TVM's ONNX importer cannot convert: (.*?);", lambda m: "unsupported op: " + m.group(1)),
+    (r"uses ONNX opset (\d+)", lambda m: "opset outside the supported range"),
+    (r"opset-(\d+) form", lambda m: "op form of a newer opset"),
+    (r"importer failed on node .*?\((\w+)\)", lambda m: f"importer failed: {m.group(1)}"),
+    (r"non-static shape", lambda m: "data-dependent (non-static) shape"),
+    (r"has dtype .* expected", lambda m: "wrong output dtype"),
+    (r"has shape .* expected", lambda m: "wrong output shape"),
+    (r"elements differ", lambda m: "wrong values"),
+    (r"worker crashed", lambda m: "crash"),
+    (r"tuple index out of range", lambda m: "Artifact.run: 0-d input (IndexError in data.validate_inputs)"),
+    (r"integer modulo by zero", lambda m: "Artifact.run: input with a zero first dim (ZeroDivisionError)"),
+    (r"inputs hold 0 samples", lambda m: "Artifact.run: model without inputs"),
+    (r"Index out of range\. size: 0, got index -1", lambda m: "CPU pipeline: rank-0 tensor (IndexError at compile)"),
+    (r"Cannot find a block with the name: root", lambda m: "CPU schedule rules: no root block (ScheduleError)"),
+    (r"Divide by zero", lambda m: "CPU pipeline: zero-size tensor (Divide by zero at compile)"),
+    (r"no result after", lambda m: "timeout"),
+    (r"samples; Artifact.run", lambda m: "runner: zero-size or batched input"),
+]
+
+
+def _rejected_by_name(message: str) -> bool:
+    """Import errors that name what is unsupported: an op or form (`check_supported`), an opset, a form one of
+    our converters rejects (`... is not supported: ...`)."""
+    return any(key in message for key in (
+        "op type(s) that TVM's ONNX importer cannot convert", "uses ONNX opset", "imports no opset",
+        " is not supported: ",
+    ))
+
+
+def failure_class(message: str) -> str:
+    for pattern, name in _CLASS_PATTERNS:
+        m = re.search(pattern, message)
+        if m:
+            return name(m)
+    return re.sub(r"[\d'\"].*", "", message)[:80].strip() or "other"
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--filter", default=None, help="run only tests whose name matches this regex (re.search)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds per test (default 180)")
+    parser.add_argument("--json", default=None, help="write per-test results to this file")
+    parser.add_argument("--markdown", default=None, help="write the report (CONFORMANCE.md) to this file")
+    parser.add_argument("--from-json", default=None, help="do not run: read results from this file and report")
+    parser.add_argument("--quiet", action="store_true", help="no per-test lines")
+    parser.add_argument("--merge", default=None,
+                        help="start from the results in this JSON file and replace those of the tests run now "
+                             "(with --filter: refresh a few tests of a full run)")
+    args = parser.parse_args(argv)
+
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        records, meta = data["results"], data["meta"]
+    else:
+        records, meta = run_all(args)
+        if args.merge:
+            previous = json.loads(Path(args.merge).read_text())
+            fresh = {r["name"]: r for r in records}
+            records = [fresh.pop(r["name"], r) for r in previous["results"]] + list(fresh.values())
+            meta = {**previous["meta"], "merged": sorted(set(previous["meta"].get("merged", [])) | {args.filter or ""})}
+    s = summarize(records)
+    print(f"\nin scope: {s['passed']}/{s['in_scope']} pass ({100 * s['in_scope_rate']:.1f}%); "
+          f"overall {s['passed']}/{s['total']} ({100 * s['overall_rate']:.1f}%); crashes {s['crashes']}")
+    print("  " + ", ".join(f"{o}: {n}" for o, n in s["outcomes"].items()))
+    print("  out of scope: " + (", ".join(f"{k}: {v}" for k, v in sorted(s["out_of_scope"].items())) or "none"))
+    if args.json and not args.from_json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": records}, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(render_markdown(records, meta))
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+def run_all(args) -> tuple[list[dict], dict]:
+    import platform
+
+    import onnx
+
+    cases = load_cases()
+    if args.filter:
+        cases = [c for c in cases if re.search(args.filter, c.name)]
+    records, planned = {}, []
+    for case in cases:
+        reason = out_of_scope_reason(case)
+        if reason:
+            records[case.name] = {"name": case.name, "op": case.op, "outcome": "out of scope", "scope": reason,
+                                  "message": reason, "bound": {}}
+        else:
+            planned.append((case, attribute_like_inputs(case)))
+
+    def progress(case, result, done, total):
+        if args.quiet and done % 100 == 0:
+            print(f"[{done}/{total}]", flush=True)
+        if not args.quiet:
+            detail = f"  {result['message'][:150]}" if result["outcome"] != "pass" else ""
+            print(f"[{done}/{total}] {case.name}: {result['outcome']} ({result.get('seconds', '-')} s){detail}",
+                  flush=True)
+
+    start = time.perf_counter()
+    results = run_cases(planned, args.jobs, args.timeout, progress)
+    for case, _ in planned:
+        records[case.name] = {"name": case.name, "op": case.op, **results[case.name]}
+    import tvm  # only for the version in the report; the workers did the work
+
+    meta = {"onnx": onnx.__version__, "tvm": tvm.__version__, "jobs": args.jobs, "timeout": args.timeout,
+            "filter": args.filter, "minutes": round((time.perf_counter() - start) / 60, 1),
+            "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} cores"}
+    return [records[c.name] for c in cases], meta
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""ONNX node tests of the most common inference ops, run through the real pipeline, so that conformance cannot
+regress. The full suite is `run_conformance.py` (and `test_full_suite_has_no_wrong_results`, marked slow).
+
+All cases run once per session on two worker processes (the runner's pool: one timeout per case, a crashed
+worker is replaced); each parametrized test then checks its case's outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from conformance_cases import attribute_like_inputs, load_cases, out_of_scope_reason
+from run_conformance import run_cases, summarize
+
+# The ops of exported CNNs and transformers. Their plain node tests (not the `_expanded` function bodies, which
+# test other ops) make the subset: ~300 tests, ~3 min on two cores.
+COMMON_OPS = frozenset({
+    "Abs", "Add", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Conv",
+    "ConvTranspose", "Div", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "GRU", "Gather",
+    "GatherElements", "Gelu", "Gemm", "GlobalAveragePool", "Greater", "HardSigmoid", "HardSwish", "Identity",
+    "InstanceNormalization", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "Log", "LogSoftmax", "MatMul",
+    "Max", "MaxPool", "Mean", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "PRelu", "RNN", "Reciprocal",
+    "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "Selu", "Shape",
+    "Sigmoid", "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile",
+    "TopK", "Transpose", "Unsqueeze", "Where", "Attention",
+})
+# At most this many plain tests per op (evenly spread over its tests in name order), so that ops with dozens of
+# dtype variants (Cast) do not crowd out the rest.
+PER_OP = 5
+PER_OP_OVERRIDES = {"Attention": 20, "Resize": 8, "LayerNormalization": 6, "LSTM": 6, "GRU": 6, "RNN": 6,
+                    "Conv": 6, "ConvTranspose": 6, "MaxPool": 6, "AveragePool": 6}
+# Cases of those ops that the frontend rejects on purpose, with the form its import error must name: they would
+# give wrong numbers through TVM 0.27.
+EXPECTED_REJECTIONS: dict[str, str] = {
+    "test_attention_4d_attn_mask_causal_bf16": "Attention on bfloat16",
+    "test_batchnorm_epsilon_training_mode": "BatchNormalization(training_mode=1)",
+    "test_batchnorm_example_training_mode": "BatchNormalization(training_mode=1)",
+    "test_cast_FLOAT16_to_UINT2": "Cast(UINT2)",
+    "test_cast_INT2_to_FLOAT": "Cast(INT2)",
+    "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0": "Cast(FLOAT8E8M0)",
+    "test_not_2d": "opset 1",
+    "test_not_3d": "opset 1",
+    "test_not_4d": "opset 1",
+    "test_resize_downsample_scales_cubic": "the scales give a fractional output size",
+    "test_resize_downsample_scales_linear": "the scales give a fractional output size",
+    "test_resize_downsample_sizes_nearest_not_larger": "Resize(axes=...)",
+    "test_resize_upsample_scales_nearest_axes_3_2": "Resize(axes=...)",
+}
+# Cases that fail outside the frontend today, with why (xfail; fixing one turns it into an XPASS to delete here).
+_SCHEDULE_ROOT = "CPU schedule rules: 'Cannot find a block with the name: root' (tvmcompress/schedules)"
+_RANK0 = "CPU pipeline: rank-0 matmul output, 'Index out of range' at compile (tvmcompress/schedules)"
+_ZERO_EXTENT = "CPU pipeline: zero-size tensor, 'Divide by zero' at compile"
+KNOWN_FAILURES: dict[str, str] = {
+    "test_top_k": _SCHEDULE_ROOT,
+    "test_top_k_negative_axis": _SCHEDULE_ROOT,
+    "test_top_k_same_values": _SCHEDULE_ROOT,
+    "test_top_k_same_values_largest": _SCHEDULE_ROOT,
+    "test_top_k_smallest": _SCHEDULE_ROOT,
+    "test_einsum_inner_prod": _RANK0,
+    "test_matmul_1d_1d": _RANK0,
+    "test_lstm_with_initial_bias": "CPU schedule rules: ScheduleError 'requires all the producer(s) ... under the "
+                                   "target loop' (tvmcompress/schedules)",
+    "test_reduce_max_empty_set_bool": _ZERO_EXTENT,
+    "test_reduce_sum_empty_set_non_reduced_axis_zero": _ZERO_EXTENT,
+    "test_pow_bcast_scalar": "Artifact.run: a 0-d input raises IndexError in data.validate_inputs",
+    "test_reshape_allowzero_reordered": "Artifact.run: an input with a zero first dim raises ZeroDivisionError in "
+                                        "data.validate_inputs",
+}
+MIN_IN_SCOPE_PASS_RATE = 0.85
+
+
+def _subset():
+    by_op = {}
+    for case in load_cases():
+        if case.op in COMMON_OPS and "expanded" not in case.name and not out_of_scope_reason(case):
+            by_op.setdefault(case.op, []).append(case)
+    cases = []
+    for op, op_cases in sorted(by_op.items()):
+        limit = PER_OP_OVERRIDES.get(op, PER_OP)
+        step = max(1.0, len(op_cases) / limit)
+        cases += [op_cases[int(i * step)] for i in range(min(limit, len(op_cases)))]
+    return cases
+
+
+SUBSET = _subset()
+
+
+@pytest.fixture(scope="session")
+def subset_results():
+    planned = [(case, attribute_like_inputs(case)) for case in SUBSET]
+    return run_cases(planned, jobs=min(2, os.cpu_count() or 1), timeout=120)
+
+
+@pytest.mark.parametrize("name", [c.name for c in SUBSET])
+def test_node_test_passes_or_is_rejected_by_name(name, subset_results):
+    result = subset_results[name]
+    if name in EXPECTED_REJECTIONS:
+        assert result["outcome"] == "import error" and EXPECTED_REJECTIONS[name] in result["message"], result
+        return
+    if name in KNOWN_FAILURES and result["outcome"] != "pass":
+        assert result["outcome"] != "wrong result", result
+        pytest.xfail(KNOWN_FAILURES[name])
+    assert result["outcome"] == "pass", f"{result['outcome']}: {result['message']}"
+
+
+def test_subset_is_the_size_we_planned():
+    # A much smaller subset would mean that case building or op attribution broke, not that tests got faster.
+    assert 250 <= len(SUBSET) <= 400, len(SUBSET)
+
+
+@pytest.mark.slow
+def test_full_suite_has_no_wrong_results_and_meets_the_pass_rate():
+    """Every in-scope node test: no wrong result, no crash, and the pass rate CONFORMANCE.md claims."""
+    records = []
+    planned = []
+    for case in load_cases():
+        reason = out_of_scope_reason(case)
+        if reason:
+            records.append({"name": case.name, "outcome": "out of scope", "scope": reason})
+        else:
+            planned.append((case, attribute_like_inputs(case)))
+    results = run_cases(planned, jobs=min(2, os.cpu_count() or 1), timeout=180)
+    records += [{"name": name, **result} for name, result in results.items()]
+    wrong = sorted(r["name"] for r in records if r["outcome"] == "wrong result" and not _tolerated(r))
+    crashes = sorted(r["name"] for r in records if r.get("crash"))
+    assert not wrong, f"wrong results: {wrong}"
+    assert not crashes, f"worker crashes: {crashes}"
+    assert summarize(records)["in_scope_rate"] >= MIN_IN_SCOPE_PASS_RATE
+
+
+# Wrong results we know of and document in CONFORMANCE.md. They are precision classes, not wrong conversions:
+# float16 function bodies (`_expanded`) run through TVM's float16 kernels, which round at other points than
+# numpy's op-by-op reference (1-2 ulp, above rtol 1e-3 for float16); and the inverse DFT of a real signal, whose
+# exact imaginary part is 0 where the reference keeps float32 FFT noise of ~2e-7 (above atol 1e-7).
+TOLERATED_WRONG = re.compile(
+    r"^test_(attention_4d_\w*fp16_expanded|causal_conv_with_state_\w*fp16_expanded|dft_inverse(_opset19)?)$"
+)
+
+
+def _tolerated(record) -> bool:
+    return bool(TOLERATED_WRONG.search(record["name"]))

@@ -1,0 +1,133 @@
+"""Forms of ops that TVM 0.27 converts with wrong numbers, rejected at import with a message that names them.
+
+Each wrapper runs TVM's own converter once the form is known to be one TVM gets right.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
+from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+from ..errors import TvmcompressError
+from .relax_helpers import constant_value, shape_of
+
+
+def _reject(form: str, why: str, fix: str):
+    raise TvmcompressError(f"{form} is not supported: {why}; {fix}")
+
+
+class Resize(OnnxOpConverter):
+    """TVM computes the sampling scale as output size / input size and ignores `antialias`, `axes` and
+    `keep_aspect_ratio_policy`; ONNX uses the given scales. Both agree when every scale gives an integer size."""
+
+    @classmethod
+    def unsupported_form(cls, node):
+        attrs = {a.name: a for a in node.attribute}
+        if "axes" in attrs:
+            return "Resize(axes=...)"
+        policy = attrs.get("keep_aspect_ratio_policy")
+        if policy is not None and policy.s not in (b"stretch",):
+            return f"Resize(keep_aspect_ratio_policy={policy.s.decode()})"
+        return None
+
+    @classmethod
+    def get_converter(cls, opset):
+        convert = tvm_onnx.Resize.get_converter(opset)
+
+        def converted(bb, inputs, attr, params):
+            x = inputs[0]
+            shape = shape_of(x)
+            scales = constant_value(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else None
+            if scales is not None and scales.size:
+                scales = scales.astype(np.float64)
+                if any(s != 1 for s in scales[:2]):
+                    _reject("Resize with a scale on the batch or channel axis", "TVM resizes spatial axes only",
+                            "resize the spatial axes")
+                exact = [float(d * s) for d, s in zip(shape, scales)]
+                if any(abs(e - round(e)) > 1e-6 for e in exact):
+                    _reject(f"Resize(scales={scales.tolist()}) of a {list(shape)} input",
+                            "the scales give a fractional output size, and TVM samples with output/input instead "
+                            "of the given scale", "use sizes, or scales that give integer sizes")
+            if int(attr.get("antialias", 0)):
+                out = _output_size(shape, scales, inputs)
+                if out is not None and any(o < i for o, i in zip(out[2:], shape[2:])):
+                    _reject("Resize(antialias=1) when downsampling", "TVM ignores antialias",
+                            "resize without antialias, or upsample")
+            return convert(bb, inputs, attr, params)
+
+        return converted
+
+
+def _output_size(shape, scales, inputs):
+    if scales is not None and scales.size:
+        return [int(d * s) for d, s in zip(shape, scales)]
+    sizes = constant_value(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else None
+    return sizes.tolist() if sizes is not None else None
+
+
+class RoiAlign(OnnxOpConverter):
+    """TVM's max mode takes the max of the bilinear samples' weighted corners differently from onnxruntime."""
+
+    @classmethod
+    def unsupported_form(cls, node):
+        if any(a.name == "mode" and a.s == b"max" for a in node.attribute):
+            return "RoiAlign(mode=max)"
+        return None
+
+    @classmethod
+    def get_converter(cls, opset):
+        return tvm_onnx.RoiAlign.get_converter(opset)
+
+
+class ConvTranspose(OnnxOpConverter):
+    """TVM ignores `output_shape`; we turn it into the pads it implies (the ONNX formula), then convert."""
+
+    @classmethod
+    def get_converter(cls, opset):
+        convert = tvm_onnx.ConvTranspose.get_converter(opset)
+
+        def converted(bb, inputs, attr, params):
+            if "output_shape" in attr:
+                attr = dict(attr)
+                x_shape, w_shape = shape_of(inputs[0]), shape_of(inputs[1])
+                spatial = len(x_shape) - 2
+                output_shape = list(attr.pop("output_shape"))[-spatial:]
+                strides = list(attr.get("strides", [1] * spatial))
+                dilations = list(attr.get("dilations", [1] * spatial))
+                kernel = list(attr.get("kernel_shape", w_shape[2:]))
+                out_pad = list(attr.get("output_padding", [0] * spatial))
+                auto_pad = attr.pop("auto_pad", b"NOTSET")
+                auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+                begin, end = [], []
+                for i in range(spatial):
+                    total = (strides[i] * (x_shape[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
+                             - output_shape[i])
+                    if total < 0:  # a larger output than the pads-free one: extra rows at the end
+                        out_pad[i] -= total
+                        total = 0
+                    if auto_pad == "SAME_UPPER":
+                        begin.append(total // 2)
+                        end.append(total - total // 2)
+                    else:
+                        begin.append(total - total // 2)
+                        end.append(total // 2)
+                attr["pads"] = tuple(begin + end)
+                attr["output_padding"] = tuple(out_pad)
+            return convert(bb, inputs, attr, params)
+
+        return converted
+
+
+class MaxPool(OnnxOpConverter):
+    """TVM converts MaxPool's first output only; the Indices output is rejected by name."""
+
+    @classmethod
+    def unsupported_form(cls, node):
+        if len(node.output) > 1 and node.output[1]:
+            return "MaxPool(Indices output)"
+        return None
+
+    @classmethod
+    def get_converter(cls, opset):
+        return tvm_onnx.MaxPool.get_converter(opset)

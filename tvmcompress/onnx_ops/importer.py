@@ -1,0 +1,58 @@
+"""TVM's ONNX importer with our converters in front of its own.
+
+`from_onnx` is TVM's `from_onnx` (weights bound as constants) with one change: default-domain nodes whose op
+type has a converter in `tvmcompress.onnx_ops` are converted by it. TVM's importer matches converters on the op
+type alone, so those nodes are renamed `tvmcompress:<Op>` in a copy of the model; a standard `Attention` then
+no longer reaches TVM's converter for com.microsoft's `Attention`.
+"""
+
+from __future__ import annotations
+
+import onnx
+from tvm import relax
+from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+from . import ROUTED_PREFIX, converter_for
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class _Importer(ONNXGraphImporter):
+    def _convert_operator(self, op_name, inputs, attrs, opset):
+        if not op_name.startswith(ROUTED_PREFIX):
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+        converter = converter_for(op_name.removeprefix(ROUTED_PREFIX), opset)
+        expr = converter.get_converter(opset)(self.bb, inputs, attrs, [self._nodes, self._params])
+        return self.bb.normalize(expr) if isinstance(expr, relax.Expr) else expr
+
+    def _check_for_unsupported_ops(self, graph):
+        # frontend.check_supported ran before import and knows our converters; TVM's check does not.
+        pass
+
+
+def route_to_converters(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """A copy of `model` in which the nodes our converters handle are renamed `tvmcompress:<Op>`."""
+    routed = onnx.ModelProto()
+    routed.CopyFrom(model)
+    for graph in _all_graphs(routed.graph):
+        for node in graph.node:
+            if node.domain in _DEFAULT_DOMAINS and converter_for(node.op_type, opset) is not None:
+                node.op_type = ROUTED_PREFIX + node.op_type
+    return routed
+
+
+def from_onnx(model: onnx.ModelProto, shape_dict: dict, dtype_dict: dict):
+    """Import `model` (canonical: static shapes, opset checked) into a Relax IRModule, weights as constants."""
+    opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
+    importer = _Importer(shape_dict, dtype_dict, keep_params_in_input=False)
+    return importer.from_onnx(route_to_converters(model, opset).graph, opset)
+
+
+def _all_graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _all_graphs(sub)
