@@ -82,3 +82,14 @@ def test_targets_lists_presets(capsys):
     names = [t["name"] for t in json.loads(capsys.readouterr().out)]
     assert names[0] == "host"
     assert {"x86-64", "x86-64-avx512", "aarch64", "aarch64-dotprod", "armv7", "riscv64", "cuda"} <= set(names)
+
+
+def test_artifact_run_checks_one_call_exactly(compiled):
+    import tvmcompress
+
+    _, _, out = compiled
+    artifact = tvmcompress.load(out)
+    with pytest.raises(tvmcompress.TvmcompressError, match=r"'x' has shape \[2, 3, 8, 8\], the model expects \[1, 3, 8, 8\]"):
+        artifact.run({"x": np.zeros((2, 3, 8, 8), np.float32)})
+    with pytest.raises(tvmcompress.TvmcompressError, match="missing input"):
+        artifact.run({})

@@ -133,14 +133,10 @@ class Artifact:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one model call: {input name: array of the model's shape} -> {output name: array}."""
-        from .data import validate_inputs
+        from .data import validate_call
 
         arrays = {name: np.asarray(value) for name, value in inputs.items()}
-        n = validate_inputs(arrays, self.inputs, source="inputs", allow_label=False)
-        if n != 1:
-            raise TvmcompressError(
-                f"inputs hold {n} samples; Artifact.run takes one model call: use run_batches() or `tvmcompress run` for a stacked .npz"
-            )
+        validate_call(arrays, self.inputs, source="inputs (one model call; run_batches() takes stacked samples)")
         return self._call([arrays[spec.name] for spec in self.inputs])
 
     def run_batches(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

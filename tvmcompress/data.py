@@ -75,6 +75,28 @@ def validate_inputs(data: dict[str, np.ndarray], inputs: Sequence, *, source: st
     return n
 
 
+def validate_call(data: dict[str, np.ndarray], inputs: Sequence, *, source: str) -> None:
+    """Check the inputs of ONE model call: exactly the model's inputs, each with the model's shape and dtype.
+
+    Unlike the stacked `.npz` contract this takes 0-d and zero-size inputs and models without inputs as they are.
+    """
+    expected = {spec.name: spec for spec in inputs}
+    missing, extra = sorted(set(expected) - set(data)), sorted(set(data) - set(expected))
+    if missing or extra:
+        parts = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unknown key(s) {', '.join(extra)}"] if extra else []
+        )
+        raise TvmcompressError(f"{source}: {'; '.join(parts)}; the model's inputs are {', '.join(expected) or 'none'}")
+    for name, spec in expected.items():
+        array = data[name]
+        if str(array.dtype) != spec.dtype:
+            raise TvmcompressError(
+                f"{source}: input '{name}' has dtype {array.dtype}, the model expects {spec.dtype}: convert it with .astype('{spec.dtype}')"
+            )
+        if tuple(array.shape) != tuple(spec.shape):
+            raise TvmcompressError(f"{source}: input '{name}' has shape {list(array.shape)}, the model expects {list(spec.shape)}")
+
+
 def iterate_batches(data: dict[str, np.ndarray], inputs: Sequence) -> Iterator[dict[str, np.ndarray]]:
     """Yield one model call's inputs at a time, in file order. Call `validate_inputs` first."""
     n = validate_inputs(data, inputs, source="data")
