@@ -79,9 +79,11 @@ def test_tuning_measures_over_rpc_on_loopback(tmp_path):
     server = None
     try:
         time.sleep(3)
+        server_port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(_free_port()),
-             "--tracker", f"127.0.0.1:{port}", "--key", key, "--no-fork"],
+            # --port-end too: its default (9199) is below any ephemeral port, and the server exits at once.
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+             "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", key, "--no-fork"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         time.sleep(5)
