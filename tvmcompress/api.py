@@ -111,8 +111,9 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
         verification = {"runner": preset.runner}
         if preset.runner != "native":
             verification["elf"] = _verify_foreign_library(library, preset)
+        frontend_options = {k: v for k, v in options.to_json().items() if k in ("input_shapes", "const_inputs")}
         passes = [
-            {"name": "frontend.canonicalize", "options": options.to_json()},
+            {"name": "frontend.canonicalize", "options": frontend_options},
             {"name": "frontend.import_to_relax", "options": {}},
         ]
         if quantization is not None:
