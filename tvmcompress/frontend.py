@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from .errors import TvmcompressError
+from .onnx_graphs import all_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def _reject_unloaded_external_data(model: onnx.ModelProto, what: str) -> None:
 
 def _all_tensors(model: onnx.ModelProto):
     # Same as onnx.external_data_helper._get_all_tensors, which is private.
-    for graph in _all_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         yield from graph.initializer
         for node in graph.node:
             for attr in node.attribute:
@@ -365,7 +366,7 @@ def _suggested_shape(dims: tuple | None) -> str:
 
 
 def _constants_to_initializers(model: onnx.ModelProto) -> None:
-    for graph in _all_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for sparse in graph.sparse_initializer:
             graph.initializer.append(numpy_helper.from_array(_sparse_to_dense(sparse), sparse.values.name))
         del graph.sparse_initializer[:]
@@ -553,7 +554,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     convert_map = _tvm_convert_map()
     opset = _default_opset(model) or _LAST_CHECKED_OPSET
     found = set()
-    for graph in _all_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         types = _value_types(graph)
         for node in graph.node:
             for elem_type in _node_types(node, types):
@@ -733,16 +734,6 @@ def _failing_node(err: BaseException) -> onnx.NodeProto | None:
 
 # --------------------------------------------------------------------------------------------- helpers
 
-
-def _all_graphs(graph: onnx.GraphProto):
-    """`graph` and all its subgraphs (If branches, Loop and Scan bodies), depth first."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _all_graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _all_graphs(sub)
 
 
 def _dims(info: onnx.ValueInfoProto) -> tuple[int | str, ...] | None:

@@ -14,7 +14,8 @@ from collections import Counter
 import numpy as np
 import onnx
 
-from .frontend import _all_graphs, _dims, _is_static, model_io, unsupported_ops
+from .frontend import _dims, _is_static, model_io, unsupported_ops
+from .onnx_graphs import all_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ def model_stats(model: onnx.ModelProto) -> dict:
     inputs, outputs = model_io(model)
 
     histogram = Counter(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-                        for g in _all_graphs(graph) for node in g.node)
+                        for g in all_graphs(graph) for node in g.node)
 
-    parameters = [_constant_array_meta(t) for g in _all_graphs(graph) for t in g.initializer]
-    parameters += [_constant_array_meta(a.t) for g in _all_graphs(graph) for node in g.node
+    parameters = [_constant_array_meta(t) for g in all_graphs(graph) for t in g.initializer]
+    parameters += [_constant_array_meta(a.t) for g in all_graphs(graph) for node in g.node
                    if node.op_type == "Constant" for a in node.attribute if a.HasField("t")]
 
     layers, unknown = [], []

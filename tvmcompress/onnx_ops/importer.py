@@ -12,6 +12,7 @@ import onnx
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
+from ..onnx_graphs import all_graphs
 from . import ROUTED_PREFIX, converter_for
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -34,7 +35,7 @@ def route_to_converters(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """A copy of `model` in which the nodes our converters handle are renamed `tvmcompress:<Op>`."""
     routed = onnx.ModelProto()
     routed.CopyFrom(model)
-    for graph in _all_graphs(routed.graph):
+    for graph in all_graphs(routed.graph):
         for node in graph.node:
             if node.domain in _DEFAULT_DOMAINS and converter_for(node.op_type, opset) is not None:
                 node.op_type = ROUTED_PREFIX + node.op_type
@@ -48,11 +49,3 @@ def from_onnx(model: onnx.ModelProto, shape_dict: dict, dtype_dict: dict):
     return importer.from_onnx(route_to_converters(model, opset).graph, opset)
 
 
-def _all_graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _all_graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _all_graphs(sub)
