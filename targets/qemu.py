@@ -29,6 +29,7 @@ import numpy as np
 
 from tvmcompress.errors import TvmcompressError
 from tvmcompress.targets import runtime_cache
+from tvmcompress.targets.toolchain import readelf_header
 from tvmcompress.targets.runtime_cache import FOREIGN_ARCHES, ForeignArch, foreign_arch
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def link_check(arch: str, library: Path) -> dict:
     readelf = shutil.which("readelf") or shutil.which(f"{spec.gnu_triple}-readelf")
     if readelf is None:
         raise TvmcompressError("readelf not found: install the Debian package binutils (apt-get install binutils)")
-    header = _readelf_fields(readelf, library)
+    header = readelf_header(str(library), readelf)
     flags = header.get("Flags", "")
     undefined = sorted(_dynamic_symbols(readelf, library, defined=False))
     providers = _symbol_providers(spec, readelf)
@@ -255,16 +256,6 @@ def _raise_run_failure(spec: ForeignArch, library: Path, result: subprocess.Comp
     else:
         how = f"failed with exit code {result.returncode}"
     raise RuntimeError(f"running {library} under {spec.qemu} {how}:\n{stderr[-4000:]}")
-
-
-def _readelf_fields(readelf: str, path: Path) -> dict[str, str]:
-    output = subprocess.run([readelf, "-h", "-W", str(path)], capture_output=True, text=True, check=True).stdout
-    fields = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
 
 
 def _dynamic_symbols(readelf: str, path: Path, defined: bool) -> set[str]:

@@ -45,12 +45,14 @@ def make_fcompile(preset: TargetPreset) -> Callable:
     return fcompile
 
 
-def readelf_header(path: str) -> dict[str, str]:
-    """`readelf -h` of a library as a dict (Class, Machine, Flags, ...), for link checks of foreign builds."""
-    readelf = shutil.which("readelf")
+def readelf_header(path: str, readelf: str | None = None) -> dict[str, str]:
+    """`readelf -h` of a library as a dict (Class, Machine, Flags, ...), for link checks of foreign builds.
+
+    `readelf`: the binary to use (default: `readelf` on PATH)."""
+    readelf = readelf or shutil.which("readelf")
     if readelf is None:
         raise TvmcompressError("readelf not found: apt-get install binutils")
-    out = subprocess.run([readelf, "-h", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([readelf, "-h", "-W", str(path)], capture_output=True, text=True, check=True).stdout
     header = {}
     for line in out.splitlines():
         key, sep, value = line.partition(":")
