@@ -29,6 +29,23 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise TvmcompressError(f"'{path}' is not a readable .npz file ({err}): write it with numpy.savez") from None
 
 
+def _check_names(keys: set[str], expected: dict, source: str, note: str) -> None:
+    """Exactly the model's inputs: name the missing and the unknown ones in one line."""
+    missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+    if missing or extra:
+        parts = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unknown key(s) {', '.join(extra)}"] if extra else []
+        )
+        raise TvmcompressError(f"{source}: {'; '.join(parts)}; the model's inputs are {', '.join(expected) or 'none'}{note}")
+
+
+def _check_dtype(name: str, array: np.ndarray, spec, source: str) -> None:
+    if str(array.dtype) != spec.dtype:
+        raise TvmcompressError(
+            f"{source}: input '{name}' has dtype {array.dtype}, the model expects {spec.dtype}: convert it with .astype('{spec.dtype}')"
+        )
+
+
 def validate_inputs(data: dict[str, np.ndarray], inputs: Sequence, *, source: str, allow_label: bool = True) -> int:
     """Check that `data` holds exactly the model inputs, stacked on axis 0; return the number of batches N.
 
@@ -37,26 +54,12 @@ def validate_inputs(data: dict[str, np.ndarray], inputs: Sequence, *, source: st
     """
     expected = {spec.name: spec for spec in inputs}
     keys = set(data) - ({LABEL_KEY} if allow_label else set())
-    missing = sorted(set(expected) - keys)
-    extra = sorted(keys - set(expected))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing input(s) {', '.join(missing)}")
-        if extra:
-            parts.append(f"unknown key(s) {', '.join(extra)}")
-        raise TvmcompressError(
-            f"{source}: {'; '.join(parts)}; the model's inputs are {', '.join(expected)}"
-            + (f" (plus optional '{LABEL_KEY}')" if allow_label else "")
-        )
+    _check_names(keys, expected, source, f" (plus optional '{LABEL_KEY}')" if allow_label else "")
     counts = set()
     for name, spec in expected.items():
         array = data[name]
         want = tuple(spec.shape)
-        if str(array.dtype) != spec.dtype:
-            raise TvmcompressError(
-                f"{source}: input '{name}' has dtype {array.dtype}, the model expects {spec.dtype}: convert it with .astype('{spec.dtype}')"
-            )
+        _check_dtype(name, array, spec, source)
         batch = want[0] if want else 1
         ok = array.ndim == len(want) and array.shape[1:] == want[1:] and array.shape[0] % batch == 0 and array.shape[0] > 0
         if not want:
@@ -81,18 +84,10 @@ def validate_call(data: dict[str, np.ndarray], inputs: Sequence, *, source: str)
     Unlike the stacked `.npz` contract this takes 0-d and zero-size inputs and models without inputs as they are.
     """
     expected = {spec.name: spec for spec in inputs}
-    missing, extra = sorted(set(expected) - set(data)), sorted(set(data) - set(expected))
-    if missing or extra:
-        parts = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + (
-            [f"unknown key(s) {', '.join(extra)}"] if extra else []
-        )
-        raise TvmcompressError(f"{source}: {'; '.join(parts)}; the model's inputs are {', '.join(expected) or 'none'}")
+    _check_names(set(data), expected, source, "")
     for name, spec in expected.items():
         array = data[name]
-        if str(array.dtype) != spec.dtype:
-            raise TvmcompressError(
-                f"{source}: input '{name}' has dtype {array.dtype}, the model expects {spec.dtype}: convert it with .astype('{spec.dtype}')"
-            )
+        _check_dtype(name, array, spec, source)
         if tuple(array.shape) != tuple(spec.shape):
             raise TvmcompressError(f"{source}: input '{name}' has shape {list(array.shape)}, the model expects {list(spec.shape)}")
 
