@@ -19,7 +19,9 @@ from .cpu_rules.restore_clip import RestoreScalarMinMax
 
 def host_target(num_cores: int | None = None) -> tvm.target.Target:
     """An LLVM target for this machine's CPU (an mcpu the host lacks would crash with SIGILL)."""
-    config = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+    from ..targets import cpu_features
+
+    config = {"kind": "llvm", "mcpu": cpu_features.detect().mcpu}
     if num_cores:
         config["num-cores"] = num_cores
     return tvm.target.Target(config)
