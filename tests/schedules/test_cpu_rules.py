@@ -1,7 +1,7 @@
 """Default CPU schedule rules: each rule on a small workload, numerics against onnxruntime, and
 evidence in the lowered TIR that the rule (not just the fallback) scheduled it.
 
-Backend tier: builds and runs on the host CPU. No timing assertions (see bench/bench_default.py).
+Backend tier: builds and runs on the host CPU. No timing assertions (see bench/run_benchmarks.py).
 """
 
 from __future__ import annotations
