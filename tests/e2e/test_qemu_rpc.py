@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import onnx
@@ -25,36 +22,6 @@ from tvmcompress.targets import qemu_rpc
 from tvmcompress.targets.qemu import qemu_available
 
 _needs_qemu = pytest.mark.skipif(qemu_available("aarch64") is not None, reason=str(qemu_available("aarch64")))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def tracker_port():
-    port = _free_port()
-    tracker = subprocess.Popen(
-        [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-         "--port-end", str(port + 1)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # the tracker imports TVM first: wait until it accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or tracker.poll() is not None:
-                    raise RuntimeError("the RPC tracker did not start") from None
-                time.sleep(0.5)
-        yield port
-    finally:
-        tracker.terminate()
-        tracker.wait(timeout=30)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -98,7 +65,9 @@ def test_tuning_for_aarch64_measures_under_qemu_rpc(tmp_path, tracker_port):
 
 
 def test_unreachable_tracker_fails_at_once_with_what_to_start():
-    port = _free_port()  # nothing listens there
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
     with pytest.raises(
         TvmcompressError,
         match=rf"cannot reach the RPC tracker at 127\.0\.0\.1:{port} \(.*\): start one with "
