@@ -10,6 +10,9 @@ per-output-channel constant bias, and emits
 which is exact up to the rounding of the bias to int32 (at most half a quantization step of the output).
 A conv2d with padding and z_x != 0 pads x_q explicitly with z_x (the quantized 0) first, because the conv's own
 padding would insert q = 0, i.e. the real value -z_x * s_x.
+A matmul of two dequantized activations (per tensor; attention in a pre-quantized QDQ model) becomes an 8-bit
+matmul with int32 zero-point corrections (rowsum/colsum computed at run time), times s_a * s_b.
+A per-tensor weight scale (pre-quantized models) may come with any dequantize axis.
 
 Pre: InsertQDQ and QuantizeWeights ran (weights are int8 constants, symmetric per channel: zero point 0);
 activation scale and zero point are constants. Post: no matched fake-quant op remains; anything not matched
@@ -41,6 +44,8 @@ class FoldQDQToInt8:
             # left as a float add after the epilogue.
             func = rewrite_call(patterns.with_bias, patterns.rewrite_with_bias, func)
             func = rewrite_call(patterns.op, patterns.rewrite, func)
+            # NOTE: after the weight forms, which would otherwise be taken as two activations.
+            func = rewrite_call(patterns.act_matmul, patterns.rewrite_act_matmul, func)
             new_mod = _with_function(new_mod, gvar, func)
         return new_mod
 
@@ -60,6 +65,37 @@ class _Patterns:
         self.w_dq = is_op("relax.dequantize")(self.w_q, self.s_w, self.z_w)
         self.op = is_op("relax.nn.conv2d")(self.x_dq, self.w_dq) | is_op("relax.matmul")(self.x_dq, self.w_dq)
         self.with_bias = is_op("relax.add")(self.op, self.bias)
+        # activation x activation (attention's q @ k^T, p @ v in a QDQ model)
+        self.a_q, self.s_a, self.z_a = wildcard(), is_const(), is_const()
+        self.b_q, self.s_b, self.z_b = wildcard(), is_const(), is_const()
+        self.act_matmul = is_op("relax.matmul")(
+            is_op("relax.dequantize")(self.a_q, self.s_a, self.z_a),
+            is_op("relax.dequantize")(self.b_q, self.s_b, self.z_b),
+        )
+
+    def rewrite_act_matmul(self, orig: relax.Call, matches) -> relax.Expr:
+        """(a - z_a) @ (b - z_b) = a @ b - z_a * colsum(b) - rowsum(a) * z_b + K z_a z_b, in int32 with 8-bit
+        operands, then * (s_a * s_b): exact up to the float32 rescale, per-tensor parameters only."""
+        s_a, z_a, s_b, z_b = (constant_value(matches[p]) for p in (self.s_a, self.z_a, self.s_b, self.z_b))
+        a_q, b_q = matches[self.a_q], matches[self.b_q]
+        dtypes = {str(a_q.ty.dtype), str(b_q.ty.dtype)}
+        if any(v.size != 1 for v in (s_a, z_a, s_b, z_b)) or not dtypes <= {"int8", "uint8"}:
+            return orig
+        if str(orig.attrs.out_dtype) not in ("None", "", "void", "float32"):
+            return orig
+        z_a, z_b = int(z_a.reshape(())), int(z_b.reshape(()))
+        k = int(a_q.ty.shape[-1])
+        acc = relax.op.matmul(a_q, b_q, out_dtype="int32")
+        if z_a:
+            colsum = relax.op.sum(relax.op.astype(b_q, "int32"), axis=-2, keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(colsum, relax.const(z_a, "int32")))
+        if z_b:
+            rowsum = relax.op.sum(relax.op.astype(a_q, "int32"), axis=-1, keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(rowsum, relax.const(z_b, "int32")))
+        if z_a and z_b:
+            acc = relax.op.add(acc, relax.const(k * z_a * z_b, "int32"))
+        scale = np.float32(float(s_a.reshape(())) * float(s_b.reshape(())))
+        return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale, "float32"))
 
     def rewrite_with_bias(self, orig: relax.Call, matches) -> relax.Expr:
         return self._fold(orig, matches, constant_value(matches[self.bias]))
@@ -85,6 +121,8 @@ class _Patterns:
         is_conv = call.op.name == "relax.nn.conv2d"
         out_ndim = len(call.ty.shape)
         w_axis = int(w_dq.attrs.axis) % w_q.ndim
+        if s_w.size == 1:  # per-tensor weight scale (a pre-quantized model's): the dequantize axis is moot
+            w_axis = str(call.attrs.kernel_layout).index("O") if is_conv else 1
         if is_conv:
             out_axis = str(call.attrs.out_layout or call.attrs.data_layout).index("C")
         else:

@@ -5,8 +5,9 @@ Rewrites (per-tensor quantize with constant scale s and zero point z):
     quantize(relu(x))           -> maximum(quantize(x), z)        relu(x) >= 0  <=>  q >= z
     quantize(max_pool2d(x))     -> max_pool2d(quantize(x))        quantize is monotonic, so it commutes with max
     quantize(reshape(x, shape)) -> reshape(quantize(x), shape)    likewise flatten-style permutes of data
+    quantize(dequantize(q, s, z), s, z) -> q                      same params and dtype: the identity
 
-All three are exact (bit-identical to quantizing afterwards). Applied to a fixpoint, the quantize of the next layer
+All are exact (bit-identical to quantizing afterwards). Applied to a fixpoint, the quantize of the next layer
 lands right after the previous layer's float epilogue, where FuseOps fuses it: the conv/matmul kernel then
 requantizes its int32 accumulator straight to int8, and ReLU/pooling/reshape run on int8 tensors.
 
@@ -60,7 +61,11 @@ class _Rules:
         self.pool = is_op("relax.nn.max_pool2d")(self.x)
         self.shape = wildcard()
         self.reshape = is_op("relax.reshape")(self.x, self.shape)
+        # A pre-quantized model's DQ -> max_pool -> Q, once the Q is hoisted, reads Q(DQ(q)) with equal params.
+        self.q_in, self.s_in, self.z_in = wildcard(), is_const(), is_const()
+        self.dequantized = is_op("relax.dequantize")(self.q_in, self.s_in, self.z_in)
         self.table = [
+            (self._quantize_of(self.dequantized), self._drop_round_trip),
             (self._quantize_of(self.relu), self._hoist_relu),
             (self._quantize_of(self.pool), self._hoist_unary),
             (self._quantize_of(self.reshape), self._hoist_unary),
@@ -73,6 +78,15 @@ class _Rules:
         if constant_value(matches[self.scale]).size != 1 or constant_value(matches[self.zero_point]).size != 1:
             return None  # per-channel quantize: the channel axis may move through a reshape
         return relax.Call(orig.op, [matches[self.x], orig.args[1], orig.args[2]], orig.attrs)
+
+    def _drop_round_trip(self, orig: relax.Call, matches) -> relax.Expr:
+        q = matches[self.q_in]
+        pairs = [(constant_value(matches[a]), constant_value(matches[b]))
+                 for a, b in ((self.s_in, self.scale), (self.z_in, self.zero_point))]
+        same = all(a.size == 1 and a.dtype == b.dtype and np.array_equal(a, b) for a, b in pairs)
+        if not same or str(q.ty.dtype) != str(orig.attrs.out_dtype):
+            return orig
+        return q
 
     def _hoist_relu(self, orig: relax.Call, matches) -> relax.Expr:
         quantized = self._quantize_inner(orig, matches)

@@ -34,15 +34,20 @@ from .fold_qdq_to_int8 import FoldQDQToInt8
 from .hoist_quantize import HoistQuantize
 from .insert_qdq import InsertQDQ
 from .mixed_precision import MixedPrecision
+from .prepare_dequantized_weights import PrepareDequantizedWeights
 from .quant_rules import RULES, Layer, find_quantizable_layers
 from .quantize_config import IMPLEMENTED_MODES, QParams, QuantizeConfig
 from .quantize_dynamic import QuantizeDynamic
+from .quantize_weight_only import QuantizeWeightOnly, supported as weight_only_supported
 from .quantize_weights import QuantizeWeights, quantize_per_channel
 from .unique_binding_names import UniqueBindingNames
 
 log = logging.getLogger(__name__)
 
-__all__ = ["quantize", "prepare_for_quantization", "RECORD_VERSION"]
+__all__ = [
+    "quantize", "prepare_for_quantization", "fold_prequantized", "is_prequantized", "conv_matmul_dtypes",
+    "RECORD_VERSION",
+]
 
 RECORD_VERSION = 1
 
@@ -87,6 +92,8 @@ def quantize(
         record["excluded"] = sorted(l.name for l in layers if l.binding in excluded)
         record["integer_ops"] = _count_integer_ops(quantized)
         return quantized, record
+    if config.mode in ("int8-weight", "int4-weight"):
+        return _quantize_weight_only(mod, config, record)
     if config.mode in ("fp16", "bf16"):
         dtype = "float16" if config.mode == "fp16" else "bfloat16"
         record["compute_dtype"] = dtype
@@ -120,6 +127,78 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         len(layers) - len(record["excluded"]), len(layers), integer_ops, len(record["excluded"]),
     )
     return quantized, record
+
+
+def _quantize_weight_only(mod, config, record):
+    bits = 8 if config.mode == "int8-weight" else 4
+    layers = find_quantizable_layers(mod, RULES)
+    excluded = _resolve_exclude(layers, config.exclude)
+    calls = {b.var.name: b.value for block in mod["main"].body.blocks for b in block.bindings}
+    quantized = QuantizeWeightOnly(bits, excluded, RULES)(mod)
+    record["weights"] = f"int{bits}, symmetric per output channel, dequantized inside the conv/matmul kernel"
+    record["layers"] = [
+        {"name": l.name, "binding": l.binding, "op": l.op, "excluded": l.binding in excluded,
+         "weight_only": l.binding not in excluded and weight_only_supported(calls[l.binding])}
+        for l in layers
+    ]
+    record["excluded"] = sorted(l.name for l in layers if l.binding in excluded)
+    record["weight_only_ops"] = sum(1 for layer in record["layers"] if layer["weight_only"])
+    log.info("int%d-weight: %d of %d layers", bits, record["weight_only_ops"], len(layers))
+    return quantized, record
+
+
+def is_prequantized(mod: tvm.IRModule) -> bool:
+    """Whether `main` already quantizes or dequantizes (an imported QDQ / QOperator model)."""
+    found = False
+
+    def visit(expr):
+        nonlocal found
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            found = found or expr.op.name in ("relax.quantize", "relax.dequantize")
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return found
+
+
+def fold_prequantized(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict]:
+    """Turn the quantize/dequantize of an imported pre-quantized model into integer compute, keeping its
+    quantization parameters (no calibration, no requantization of weights): the int8 pipeline's steps 4-5 on
+    the model's own Q/DQ, after PrepareDequantizedWeights has put its int8 weights where FoldQDQToInt8 looks.
+    The result computes what the model specifies up to the rounding of float32 rescaling (one step at ties).
+    Returns the module and a record for the manifest (integer conv/matmul count)."""
+    folded = tvm.transform.Sequential(
+        [
+            relax.transform.DecomposeOpsForInference(),
+            PrepareDequantizedWeights(),
+            FoldQDQToInt8(),
+            HoistQuantize(),
+            # NOTE: after the folding, so that only what FoldQDQToInt8 left in float (batch-norm parameters,
+            # weights it cannot fold) becomes float constants.
+            relax.transform.FoldConstant(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.DeadCodeElimination(),
+        ]
+    )(mod)
+    kernels = conv_matmul_dtypes(folded)
+    integer = sum(1 for _, inputs, out in kernels if out == "int32" and all(d in ("int8", "uint8") for d in inputs))
+    record = {"version": RECORD_VERSION, "source": "pre-quantized model", "integer_ops": integer,
+              "float_ops": len(kernels) - integer}
+    log.info("pre-quantized model: %d of %d conv/matmul in integer arithmetic", integer, len(kernels))
+    return folded, record
+
+
+def conv_matmul_dtypes(mod: tvm.IRModule) -> list[tuple[str, tuple[str, ...], str]]:
+    """(op, input dtypes, output dtype) of each conv2d/matmul of `main`, in program order: what says whether a
+    layer computes in integers (8-bit inputs, int32 accumulation) or in float."""
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in RULES:
+            inputs = tuple(str(arg.ty.dtype) for arg in expr.args[:2])
+            found.append((expr.op.name, inputs, str(expr.ty.dtype)))
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return found
 
 
 def _resolve_exclude(layers: list[Layer], names: tuple[str, ...]) -> frozenset[str]:

@@ -119,3 +119,63 @@ def test_fold_keeps_float_add_of_non_channel_bias():
     assert ops[-1] == "relax.add" and "relax.dequantize" not in ops
     x = np.random.default_rng(2).uniform(-3, 3, (2, 4)).astype(np.float32)
     np.testing.assert_allclose(run(folded, x), run(RowBias, x), rtol=1e-6, atol=1e-5)
+
+
+def test_fold_activation_times_activation_matmul():
+    # Attention in a pre-quantized QDQ model: both operands are dequantized activations (per tensor).
+    @I.ir_module
+    class Act:
+        @R.function
+        def main(a: R.Tensor((2, 3), "uint8"), b: R.Tensor((3, 4), "uint8")) -> R.Tensor((2, 4), "float32"):
+            with R.dataflow():
+                ad = R.dequantize(a, R.const(0.5, "float32"), R.const(10, "uint8"), axis=-1, out_dtype="float32")
+                bd = R.dequantize(b, R.const(0.25, "float32"), R.const(3, "uint8"), axis=-1, out_dtype="float32")
+                y = R.matmul(ad, bd)
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class ActExpected:
+        @R.function
+        def main(a: R.Tensor((2, 3), "uint8"), b: R.Tensor((3, 4), "uint8")) -> R.Tensor((2, 4), "float32"):
+            with R.dataflow():
+                acc = R.matmul(a, b, out_dtype="int32")
+                colsum = R.sum(R.astype(b, "int32"), axis=[-2], keepdims=True)
+                acc1 = R.subtract(acc, R.multiply(colsum, R.const(10, "int32")))
+                rowsum = R.sum(R.astype(a, "int32"), axis=[-1], keepdims=True)
+                acc2 = R.subtract(acc1, R.multiply(rowsum, R.const(3, "int32")))
+                acc3 = R.add(acc2, R.const(3 * 10 * 3, "int32"))
+                y = R.multiply(R.astype(acc3, "float32"), R.const(0.125, "float32"))
+                R.output(y)
+            return y
+
+    folded = FoldQDQToInt8()(Act)
+    tvm.ir.assert_structural_equal(tvm.relax.transform.Normalize()(folded), tvm.relax.transform.Normalize()(ActExpected))
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, 256, (2, 3)).astype(np.uint8), rng.integers(0, 256, (3, 4)).astype(np.uint8)
+    want = ((a.astype(np.int64) - 10) @ (b.astype(np.int64) - 3)) * 0.125
+    np.testing.assert_array_equal(run(folded, a, b), want.astype(np.float32))  # exact: integers times 2^-3
+
+
+def test_fold_per_tensor_weight_scale_ignores_dequantize_axis():
+    # A per-tensor weight dequantize keeps the ONNX default axis 1, which for OIHW is not the output channel.
+    rng = np.random.default_rng(3)
+    w_q = rng.integers(-60, 60, (4, 2, 3, 3)).astype(np.int8)
+
+    @I.ir_module
+    class PerTensor:
+        @R.function
+        def main(x: R.Tensor((1, 2, 5, 5), "uint8")) -> R.Tensor((1, 4, 3, 3), "float32"):
+            with R.dataflow():
+                xd = R.dequantize(x, R.const(0.1, "float32"), R.const(0, "uint8"), axis=1, out_dtype="float32")
+                w = R.dequantize(R.const(w_q), R.const(0.02, "float32"), R.const(0, "int8"), axis=1,
+                                 out_dtype="float32")
+                y = R.nn.conv2d(xd, w)
+                R.output(y)
+            return y
+
+    folded = FoldQDQToInt8()(PerTensor)
+    ops = [b.value.op.name for b in folded["main"].body.blocks[0].bindings]
+    assert "relax.dequantize" not in ops
+    x = rng.integers(0, 256, (1, 2, 5, 5)).astype(np.uint8)
+    np.testing.assert_allclose(run(folded, x), run(PerTensor, x), rtol=1e-5, atol=1e-5)

@@ -92,3 +92,37 @@ class AvgPool:
 @pytest.mark.parametrize("mod", [AddThenPool, AvgPool], ids=["add", "avg_pool2d"])
 def test_hoist_quantize_stops_at_inexact_ops(mod):
     tvm.ir.assert_structural_equal(HoistQuantize()(mod), mod)
+
+
+def test_quantize_of_dequantize_with_equal_params_is_dropped():
+    # A pre-quantized model's DQ -> max_pool -> Q: after the hoist, Q(DQ(q)) with the same params is q itself.
+    @I.ir_module
+    class Pool:
+        @R.function
+        def main(q: R.Tensor((1, 2, 4, 4), "uint8")) -> R.Tuple(R.Tensor((1, 2, 2, 2), "uint8"), R.Tensor((1, 2, 4, 4), "uint8")):
+            with R.dataflow():
+                d = R.dequantize(q, R.const(0.1, "float32"), R.const(7, "uint8"), axis=1, out_dtype="float32")
+                p = R.nn.max_pool2d(d, pool_size=[2, 2], strides=[2, 2])
+                same = R.quantize(p, R.const(0.1, "float32"), R.const(7, "uint8"), axis=1, out_dtype="uint8")
+                other = R.quantize(d, R.const(0.2, "float32"), R.const(7, "uint8"), axis=1, out_dtype="uint8")
+                out = (same, other)
+                R.output(out)
+            return out
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(q: R.Tensor((1, 2, 4, 4), "uint8")) -> R.Tuple(R.Tensor((1, 2, 2, 2), "uint8"), R.Tensor((1, 2, 4, 4), "uint8")):
+            with R.dataflow():
+                d = R.dequantize(q, R.const(0.1, "float32"), R.const(7, "uint8"), axis=1, out_dtype="float32")
+                p = R.nn.max_pool2d(q, pool_size=[2, 2], strides=[2, 2])
+                other = R.quantize(d, R.const(0.2, "float32"), R.const(7, "uint8"), axis=1, out_dtype="uint8")
+                out = (p, other)
+                R.output(out)
+            return out
+
+    after = HoistQuantize()(Pool)
+    tvm.ir.assert_structural_equal(after, Expected)
+    q = np.random.default_rng(4).integers(0, 256, (1, 2, 4, 4)).astype(np.uint8)
+    for got, want in zip(run(after, q), run(Pool, q)):
+        np.testing.assert_array_equal(got, want)

@@ -72,8 +72,6 @@ def test_errors_tell_the_user_what_to_do():
         quantize(Mlp, QuantizeConfig(exclude=("conv9",)), _samples(1))
     with pytest.raises(TvmcompressError, match="calibration data"):
         quantize(Mlp, QuantizeConfig(), None)
-    with pytest.raises(TvmcompressError, match="not implemented"):
-        quantize(Mlp, QuantizeConfig(mode="int4-weight"))
 
 
 @pytest.mark.parametrize("mode,dtype", [("fp16", "float16"), ("bf16", "bfloat16")])
