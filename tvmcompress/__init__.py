@@ -9,8 +9,23 @@ __version__ = "0.1.0"
 
 from .errors import TvmcompressError
 from .config import CompileOptions
-from .api import compile, inspect, list_targets, load, load_model  # noqa: A004 - `compile` is our verb
-from .artifact import Artifact
+
+# The API and Artifact load on first use (PEP 562): they import ONNX and numpy, which a CLI cache hit
+# (tvmcompress/cache.py) must not wait for.
+_LAZY = {
+    "compile": "api", "inspect": "api", "list_targets": "api", "load": "api", "load_model": "api",
+    "Artifact": "artifact",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Artifact",
