@@ -31,5 +31,5 @@ def test_recompile_replaces_existing_output_atomically(tmp_path):
     tvmcompress.compile(str(path), "host", output=str(out))
     (out / "stale.txt").write_text("from an older build")
     tvmcompress.compile(str(path), "host", output=str(out))
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.so", "report.html", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.so", "relax_module.json", "report.html", "report.json"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
