@@ -10,7 +10,9 @@ The int8 pipeline, in order (each step is a pass in its own file):
    matmul weights) are plain constants, which the rules require; UniqueBindingNames, so names are keys.
 2. calibrate (float module, instrumented copy run on the samples) -> {activation binding -> QParams}.
    NOTE: before any rewrite, so that binding names are those of `find_quantizable_layers` and `exclude`.
-3. QuantizeWeights -> InsertQDQ: a fake-quantized float module (valid on its own; the accuracy reference).
+3. bias correction (config.bias_correction): measure each layer's mean output error from int8 weights on the
+   calibration data and add it back to its bias (bias_correction.py).
+   QuantizeWeights -> InsertQDQ: a fake-quantized float module (valid on its own; the accuracy reference).
 4. FoldQDQToInt8: int8 x int8 -> int32 conv2d/matmul with int32 bias and a float epilogue.
 5. HoistQuantize: next layer's quantize moves up through relu/max_pool2d/reshape into that epilogue.
 FuseOps (in the build pipeline) then makes each conv/matmul one kernel: int32 accumulation, int32 bias,
@@ -29,6 +31,7 @@ import tvm
 from tvm import relax
 
 from ..errors import TvmcompressError
+from .bias_correction import CorrectBias, measure_bias_corrections
 from .calibrate import calibrate
 from .fold_qdq_to_int8 import FoldQDQToInt8
 from .hoist_quantize import HoistQuantize
@@ -107,9 +110,17 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         raise TvmcompressError("int8 quantization needs calibration data: pass samples of the model's inputs")
     layers = find_quantizable_layers(mod, RULES)
     excluded = _resolve_exclude(layers, config.exclude)
+    calibration_data = list(calibration_data)  # read twice: calibration, then bias correction
     table = calibrate(mod, calibration_data, config, RULES, target)
+    corrections = {}
+    if config.bias_correction:
+        quantized_layers = [layer.binding for layer in layers if layer.binding not in excluded]
+        corrections = measure_bias_corrections(mod, calibration_data, quantized_layers, RULES, target)
     quantized = tvm.transform.Sequential(
         [
+            # NOTE: on the float module, before QuantizeWeights: the correction lands in the layer's bias add (or
+            # a new one), which FoldQDQToInt8 then folds into the int32 bias.
+            CorrectBias(corrections),
             QuantizeWeights(excluded, RULES),
             InsertQDQ(table, excluded, RULES),
             FoldQDQToInt8(),
@@ -122,6 +133,11 @@ def _quantize_int8(mod, config, calibration_data, target, record):
     record["layers"] = [_layer_record(mod, layer, table, layer.binding in excluded) for layer in layers]
     record["excluded"] = sorted(layer.name for layer in layers if layer.binding in excluded)
     record["integer_ops"] = integer_ops
+    if config.bias_correction:
+        names = {layer.binding: layer.name for layer in layers}
+        record["bias_correction"] = {  # per layer, the largest per-channel correction (output units)
+            names[binding]: round(float(np.max(np.abs(value))), 6) for binding, value in corrections.items()
+        }
     log.info(
         "int8: %d of %d layers quantized (%d integer conv/matmul), %d excluded",
         len(layers) - len(record["excluded"]), len(layers), integer_ops, len(record["excluded"]),

@@ -80,6 +80,8 @@ class QuantizeConfig:
     - `exclude`: layers kept in fp32, named by their Relax binding (`lv9`) or by op and index (`conv2d_1`,
       `matmul_0`; see `find_quantizable_layers`).
     - `num_bins`: histogram resolution of the calibration observers (bounded memory per observed tensor).
+    - `bias_correction`: add back each int8 layer's mean output error due to weight rounding, measured on the
+      calibration data (int8 only; passes/bias_correction.py).
     """
 
     mode: QuantMode = "int8"
@@ -89,6 +91,7 @@ class QuantizeConfig:
     activation_dtype: IntDType = "int8"
     exclude: tuple[str, ...] = ()
     num_bins: int = 2048
+    bias_correction: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
