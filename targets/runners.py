@@ -51,7 +51,8 @@ class VMSession(Session):
     def to_device(self, inputs: Sequence[np.ndarray]) -> list:
         import tvm
 
-        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in inputs]
+        # np.require, not np.ascontiguousarray: that one turns a rank-0 array into shape (1,).
+        return [tvm.runtime.tensor(np.require(a, requirements="C"), self.device) for a in inputs]
 
     def call_device(self, tensors: list):
         """One call on inputs already on the device (what benchmarks time)."""

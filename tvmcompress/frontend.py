@@ -121,6 +121,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> onnx.Mode
             f"cannot load a model from a {type(source).__name__}: pass a path, bytes or an onnx.ModelProto"
         )
     _check_model(model, what)
+    model = _upgrade_old_opset(model, what)
     _check_opset(model, what)
     return model
 
@@ -213,9 +214,27 @@ def _check_opset(model: onnx.ModelProto, what: str) -> None:
     if opset not in SUPPORTED_OPSETS and not _LAST_CHECKED_OPSET < opset <= onnx.defs.onnx_opset_version():
         raise TvmcompressError(
             f"{what} uses ONNX opset {opset}, outside the supported {SUPPORTED_OPSETS.start}.."
-            f"{SUPPORTED_OPSETS.stop - 1}: convert it with onnx.version_converter.convert_version(model, 17) "
-            "or export it with opset 17"
+            f"{SUPPORTED_OPSETS.stop - 1}, and onnx's version converter cannot convert it: export it with opset 17"
         )
+
+
+def _upgrade_old_opset(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """A model of an opset below SUPPORTED_OPSETS, converted to the first supported one by onnx's version
+    converter (whose adapters keep the semantics: Upsample becomes Resize, Scatter becomes ScatterElements, ...);
+    other models as they are. A model that the converter cannot convert is reported by `_check_opset`."""
+    opset = _default_opset(model)
+    if opset is None or opset >= SUPPORTED_OPSETS.start:
+        return model
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, SUPPORTED_OPSETS.start)
+        onnx.checker.check_model(upgraded)
+    except Exception as err:  # noqa: BLE001 - the converter raises RuntimeError, ValidationError, ...
+        logger.debug("onnx's version converter could not convert %s from opset %d: %s", what, opset, err)
+        return model
+    logger.info("converted %s from ONNX opset %d to %d", what, opset, SUPPORTED_OPSETS.start)
+    return upgraded
 
 
 def _default_opset(model: onnx.ModelProto) -> int | None:
@@ -255,6 +274,11 @@ def canonicalize(
     _bind_const_inputs(graph, const_inputs)
     _fix_input_shapes(graph, input_shapes)
     _constants_to_initializers(canonical)
+    # onnxruntime's com.microsoft QLinear* ops (QOperator quantization) become standard Q/DQ + float op before
+    # shape inference and folding, which know only standard ops.
+    from .onnx_ops.qlinear_contrib import expand_contrib_qlinear
+
+    expand_contrib_qlinear(canonical)
     signature = list(canonical.graph.input)
     canonical = _fold_constants(canonical)
     _fold_remaining_shape_ops(canonical)
@@ -548,7 +572,8 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     importer nor our converters (`tvmcompress.onnx_ops`) convert (`domain::Op` outside the default domain), op
     forms of an opset newer than SUPPORTED_OPSETS that nothing converts (`Op-<version>`), forms that our
     converters reject (`Op(attr=value)`), and nodes that read or write an element type that TVM computes wrongly
-    (`Op(FLOAT8E4M3FN)`)."""
+    (`Op(FLOAT8E4M3FN)`), unless our converter for the op converts that type (`onnx_ops.converts_type`: Cast and
+    CastLike on float8)."""
     from . import onnx_ops
 
     convert_map = _tvm_convert_map()
@@ -558,7 +583,9 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
         types = _value_types(graph)
         for node in graph.node:
             for elem_type in _node_types(node, types):
-                if elem_type in _UNSUPPORTED_TYPES:
+                if (elem_type in _UNSUPPORTED_TYPES and not onnx_ops.converts_type(node, opset, elem_type)) or (
+                    (node.op_type, elem_type) in _UNSUPPORTED_OP_TYPES
+                ):
                     found.add(f"{node.op_type}({onnx.TensorProto.DataType.Name(elem_type)})")
             if node.domain in _DEFAULT_DOMAINS:
                 ours = onnx_ops.converter_for(node.op_type, opset)
@@ -573,7 +600,8 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
                     if reason:
                         found.add(reason)
             elif node.domain not in _CONTRIB_DOMAINS or node.op_type not in convert_map:
-                found.add(f"{node.domain}::{node.op_type}")
+                if not (node.domain == "com.microsoft" and node.op_type in onnx_ops.CONTRIB_QLINEAR_OPS):  # expanded
+                    found.add(f"{node.domain}::{node.op_type}")
     return sorted(found)
 
 
@@ -585,6 +613,11 @@ _UNSUPPORTED_TYPES = frozenset(
                  "INT4", "UINT4", "INT2", "UINT2")
     if hasattr(onnx.TensorProto, name)
 )
+
+
+# Op and element type pairs that TVM 0.27 cannot compile or run although it imports them (conformance found them):
+# TopK on uint64 (TVM's sort has no uint64 kernel) and Unique on bfloat16 (ConvertLayout fails on its output).
+_UNSUPPORTED_OP_TYPES = frozenset({("TopK", onnx.TensorProto.UINT64), ("Unique", onnx.TensorProto.BFLOAT16)})
 
 
 def _value_types(graph: onnx.GraphProto) -> dict[str, int]:

@@ -242,25 +242,37 @@ def render_markdown(records: list[dict], meta: dict) -> str:
 _FRONTEND_NOTES = [
     "- Opsets 22..28 are accepted node by node: an op whose newer form sets no attribute and uses no input that "
     "its opset-21 form lacks (most of 22..28 only adds types) is converted as before; other newer forms are "
-    "rejected at import as `Op-<version>`. Opsets below 11 are rejected at load (convert them with "
-    "`onnx.version_converter`).",
+    "rejected at import as `Op-<version>`. Models of opsets below 11 are converted to opset 11 at load by "
+    "`onnx.version_converter` (whose adapters keep the semantics: Upsample becomes Resize, Scatter "
+    "ScatterElements); a model it cannot convert is rejected with its opset.",
     "- `tvmcompress/onnx_ops/` converts what TVM 0.27 lacks or gets wrong: the standard `Attention` (23..25; TVM "
     "routes it to com.microsoft's), LSTM / GRU / RNN, RotaryEmbedding, RMSNormalization, LayerNormalization's "
     "Mean and InvStdDev outputs, QLinearMatMul, DFT, CenterCropPad, OneHot with non-constant values, "
     "ReduceMax / ReduceMin with -inf / +inf identities (TVM returns -3.4e38 for all -inf rows and empty sets) "
     "and on bools, IsInf's detect_* attributes, BitShift by the type's width or more, Mod by an infinity, Pow "
     "of mixed and integer types, Squeeze with negative axes, Dropout outputs, ConvTranspose's output_shape, "
-    "Max / Min / Sum / Mean without `relax.stack` (which the CPU pipeline's ConvertLayout fails on), Swish.",
-    "- Forms that would give wrong numbers are rejected at import with a message that names them: float8, "
-    "float4, int4 and int2 tensors (`Cast(FLOAT8E4M3FN)`), BatchNormalization(training_mode=1), Resize with "
-    "scales that give a fractional size, antialiased downsampling, `axes` or keep_aspect_ratio_policy, "
+    "Max / Min / Sum / Mean without `relax.stack` (which the CPU pipeline's ConvertLayout fails on), Swish; "
+    "Cast / CastLike to and from the four float8 types (TVM flushes their subnormals, wraps overflow and "
+    "misreads the fnuz types: the conversions are integer-exact code, checked bit for bit against onnx's "
+    "reference), LinearAttention, CausalConvWithState, CumProd, BitCast, Celu, SwiGLU, LpNormalization, the "
+    "Hann / Hamming / Blackman windows, EyeLike with a dtype, Elu on float16, Resize with `axes`, Split with "
+    "zero-size parts, and float16 MatMul / Conv / ReduceSum / Softmax accumulated in float32 (as numpy and "
+    "onnxruntime do; float32 models import exactly as TVM imports them).",
+    "- The CPU schedule rules pass on PrimFuncs they cannot schedule (extern calls without a root block such as "
+    "TopK, CumSum and ScatterElements; rank-0 and zero-size tensors): a failing rule falls through to the next, "
+    "and a PrimFunc no rule takes is built unscheduled.",
+    "- Forms that would give wrong numbers are rejected at import with a message that names them: float8 "
+    "tensors in ops other than Cast / CastLike (`QuantizeLinear(FLOAT8E4M3FN)`), float8e8m0, float4, int4 and "
+    "int2 tensors (`Cast(INT4)`: TVM 0.27 cannot hold sub-byte tensors), BatchNormalization(training_mode=1), "
+    "Resize with scales that give a fractional size, antialiased downsampling or keep_aspect_ratio_policy, "
     "RoiAlign(mode=max), MaxPool's Indices output, LSTM(input_forget=1), recurrent ops with sequence_lens in "
     "reverse, Dropout in training mode, DFT(inverse=1, onesided=1), Attention on bfloat16.",
-    "- Wrong results that remain are precision classes, listed with the failing tests: float16 function bodies "
-    "(`*_fp16_expanded`) through TVM's float16 kernels differ from numpy's op-by-op float16 reference by 1-2 "
-    "ulp (above rtol 1e-3); the inverse DFT of a real signal gives an imaginary part of ~1e-15 where the "
-    "reference keeps float32 FFT noise of ~2e-7 (above atol 1e-7). The standard Attention computes float16 "
-    "inputs in float32 for this reason.",
+    "- Wrong results that remain are precision classes, listed with the failing tests: a float16 function body "
+    "(`*_fp16_expanded`) whose Softmax we round once from float32 where numpy's reference rounds every step to "
+    "float16 (1 ulp, above rtol 1e-3); the inverse DFT of a real signal gives an imaginary part of ~1e-15 where "
+    "the reference keeps float32 FFT noise of ~2e-7 (above atol 1e-7).",
+    "- NonMaxSuppression is rejected at import: its row count depends on the data, and TVM 0.27's padded "
+    "selection does not fit the static output shape of a canonical model.",
     "- Shape values (`Shape`, `Size`) and `Constant` nodes of every value form are folded into initializers by "
     "`canonicalize`, so TVM never sees a ShapeExpr where it wants a tensor.",
 ]
@@ -288,10 +300,11 @@ _CLASS_PATTERNS = [
 
 def _rejected_by_name(message: str) -> bool:
     """Import errors that name what is unsupported: an op or form (`check_supported`), an opset, a form one of
-    our converters rejects (`... is not supported: ...`)."""
+    our converters rejects (`... is not supported: ...`), a data-dependent shape (canonicalize names the tensor
+    and the node that makes it)."""
     return any(key in message for key in (
         "op type(s) that TVM's ONNX importer cannot convert", "uses ONNX opset", "imports no opset",
-        " is not supported: ",
+        " is not supported: ", "keep a non-static shape after canonicalization",
     ))
 
 

@@ -276,12 +276,24 @@ def test_truncated_file_is_an_error(tmp_path, exporter_model):
     assert str(path) in message and "truncated" in message and "again" in message
 
 
-def test_opset_outside_supported_range_is_an_error():
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [value("x", [1])], [value("y", [1])], opset=10)
+def test_opset_below_supported_range_is_converted():
+    # Upsample (opset 7) has no converter in TVM; onnx's version converter makes it a Resize of opset 11.
+    model = make_model([helper.make_node("Upsample", ["x"], ["y"], scales=[1.0, 1.0, 2.0, 2.0])],
+                       [value("x", [1, 1, 2, 2])], [value("y", [1, 1, 4, 4])], opset=7)
+    loaded = load_model(model)
+    assert [(o.domain, o.version) for o in loaded.opset_import] == [("", 11)]
+    assert [n.op_type for n in loaded.graph.node if n.op_type != "Constant"] == ["Resize"]
+    assert unsupported_ops(loaded) == []
+
+
+def test_opset_that_cannot_be_converted_is_an_error():
+    # Dropout-1 in training mode (is_test=0) has no adapter to later opsets.
+    model = make_model([helper.make_node("Dropout", ["x"], ["y"], is_test=0)], [value("x", [1])], [value("y", [1])],
+                       opset=1)
     with pytest.raises(TvmcompressError) as excinfo:
         load_model(model)
     message = error_message(excinfo)
-    assert "opset 10" in message and "11..21" in message and "convert_version" in message
+    assert "opset 1" in message and "11..21" in message and "version converter cannot convert it" in message
 
 
 def test_missing_external_data_is_an_error(external_data_path):
@@ -304,29 +316,45 @@ def test_load_accepts_path_string_bytes_and_proto(tmp_path, exporter_model):
 
 def unsupported_model():
     return make_model(
-        [helper.make_node("Celu", ["x"], ["a"]),
+        [helper.make_node("FancyOp", ["x"], ["a"], domain="com.example"),
          helper.make_node("Swish", ["a"], ["b"], domain="com.example"),
-         helper.make_node("LpNormalization", ["b"], ["c"]),
-         helper.make_node("Celu", ["c"], ["y"])],
+         helper.make_node("BetterOp", ["b"], ["c"], domain="com.example"),
+         helper.make_node("FancyOp", ["c"], ["y"], domain="com.example")],
         [value("x", [1, 4])], [value("y", [1, 4])], extra_opsets=[("com.example", 1)])
 
 
 def test_unsupported_ops_are_sorted_unique_and_domain_qualified():
-    assert unsupported_ops(unsupported_model()) == ["Celu", "LpNormalization", "com.example::Swish"]
+    assert unsupported_ops(unsupported_model()) == [
+        "com.example::BetterOp", "com.example::FancyOp", "com.example::Swish"]
 
 
 def test_check_supported_names_all_unsupported_ops():
     with pytest.raises(TvmcompressError) as excinfo:
         check_supported(unsupported_model())
     message = error_message(excinfo)
-    assert "Celu, LpNormalization, com.example::Swish" in message and "replace them" in message
+    assert "com.example::BetterOp, com.example::FancyOp, com.example::Swish" in message and "replace them" in message
+
+
+def test_op_and_type_pairs_tvm_cannot_run_are_named():
+    topk = make_model(
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"])],
+        [value("x", [3, 4], TensorProto.UINT64)], [value("v", [3, 2], TensorProto.UINT64), value("i", [3, 2], TensorProto.INT64)],
+        initializers=[numpy_helper.from_array(np.array([2], np.int64), "k")],
+    )
+    assert unsupported_ops(topk) == ["TopK(UINT64)"]
+    # The same op on a type TVM sorts is fine.
+    topk.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+    topk.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    assert unsupported_ops(topk) == []
 
 
 def test_ops_inside_if_branches_are_checked():
-    branch = helper.make_graph([helper.make_node("Celu", ["x"], ["out"])], "b", [], [value("out", [1, 4])])
+    branch = helper.make_graph([helper.make_node("FancyOp", ["x"], ["out"], domain="com.example")], "b", [],
+                               [value("out", [1, 4])])
     model = make_model([helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)],
-                       [value("x", [1, 4]), value("cond", [], TensorProto.BOOL)], [value("y", [1, 4])])
-    assert unsupported_ops(model) == ["Celu"]
+                       [value("x", [1, 4]), value("cond", [], TensorProto.BOOL)], [value("y", [1, 4])],
+                       extra_opsets=[("com.example", 1)])
+    assert unsupported_ops(model) == ["com.example::FancyOp"]
 
 
 def test_supported_model_passes_check(exporter_model):

@@ -85,7 +85,8 @@ def test_dynamic_shapes_leave_layers_uncounted(small_conv_net):
 
 
 def test_unsupported_ops_are_listed():
-    model = make_model([helper.make_node("Celu", ["x"], ["y"])], [value("x", [1, 4])], [value("y", [1, 4])])
+    model = make_model([helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")], [value("x", [1, 4])],
+                       [value("y", [1, 4])], extra_opsets=[("com.example", 1)])
     stats = model_stats(model)
-    assert stats["unsupported_ops"] == ["Celu"]
+    assert stats["unsupported_ops"] == ["com.example::FancyOp"]
     assert stats["macs"]["total"] == 0

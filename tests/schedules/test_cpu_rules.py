@@ -26,6 +26,7 @@ from tvmcompress.schedules.cpu_rules import (
     Normalization,
     Pooling,
 )
+from tvmcompress.schedules.cpu_rules.rule_base import GuardedRule
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -252,3 +253,52 @@ def test_aarch64_target_uses_neon_width():
     (_, conv), = _funcs(scheduled, "conv2d_nhwc_packed")
     assert set(_loop_kinds(conv)["vectorized"]) <= {4, 8}
     tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))  # codegen succeeds
+
+
+# ------------------------------------------------------------------------------------------ robustness
+# PrimFuncs the rules were not written for must build unscheduled (or scheduled in part), never fail the build.
+
+
+def test_rule_errors_pass_to_the_next_rule_on_an_extern_call():
+    # TopK legalizes to a call_packed block with no root block: Fallback's get_sblock("root") raises on it.
+    x = _rand(3, 16)
+    model = _model([helper.make_node("TopK", ["x", "k"], ["y", "i"], axis=1)], [("x", [3, 16])], "y",
+                   {"k": np.array([4], "int64")})
+    actual, expected = _run_both(model, {"x": x})
+    np.testing.assert_array_equal(actual, expected)  # a sort: exact
+    func = next(f for _, f in _funcs(_unscheduled(model), "topk"))
+    with pytest.raises(Exception):  # noqa: B017 - the unguarded rule's own error type (a ScheduleError)
+        Fallback().apply(func, TARGET, False)
+    assert GuardedRule(Fallback()).apply(func, TARGET, False) is None
+
+
+def test_zero_size_output_builds():
+    # A slice that starts past the end gives a [4, 0, 5] tensor; fusing its loops would divide by zero.
+    model = _model([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])], [("x", [4, 10, 5])], "y",
+                   {"starts": np.array([1000], "int64"), "ends": np.array([1001], "int64"),
+                    "axes": np.array([1], "int64")})
+    actual, expected = _run_both(model, {"x": _rand(4, 10, 5)})
+    assert actual.shape == expected.shape == (4, 0, 5)
+
+
+def test_producers_of_opaque_blocks_are_not_inlined():
+    # NonMaxSuppression's PrimFunc reads a gathered buffer from ir_builder blocks that declare no reads;
+    # inlining the gather away left them reading a buffer that no longer exists (a build error).
+    boxes = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, -0.1, 1, 0.9], [0, 10, 1, 11]]], np.float32)
+    scores = np.array([[[0.9, 0.75, 0.6, 0.95]]], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "score"], ["selected"])], "g",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, None)],
+        [numpy_helper.from_array(np.array([3], np.int64), "max"), numpy_helper.from_array(np.array([0.5], np.float32), "iou"),
+         numpy_helper.from_array(np.array([0.0], np.float32), "score")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"boxes": boxes, "scores": scores})[0]
+    mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=cpu_pipeline(TARGET)), tvm.cpu())
+    actual = vm["main"](tvm.runtime.tensor(boxes), tvm.runtime.tensor(scores))
+    actual = actual.numpy() if hasattr(actual, "numpy") else actual[0].numpy()
+    np.testing.assert_array_equal(actual[: len(expected)], expected)  # TVM pads the selection to max rows

@@ -6,6 +6,7 @@ Each wrapper runs TVM's own converter once the form is known to be one TVM gets 
 from __future__ import annotations
 
 import numpy as np
+from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
@@ -24,8 +25,6 @@ class Resize(OnnxOpConverter):
     @classmethod
     def unsupported_form(cls, node):
         attrs = {a.name: a for a in node.attribute}
-        if "axes" in attrs:
-            return "Resize(axes=...)"
         policy = attrs.get("keep_aspect_ratio_policy")
         if policy is not None and policy.s not in (b"stretch",):
             return f"Resize(keep_aspect_ratio_policy={policy.s.decode()})"
@@ -38,6 +37,8 @@ class Resize(OnnxOpConverter):
         def converted(bb, inputs, attr, params):
             x = inputs[0]
             shape = shape_of(x)
+            if "axes" in attr:
+                inputs, attr = _all_axes(inputs, attr, shape)
             scales = constant_value(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else None
             if scales is not None and scales.size:
                 scales = scales.astype(np.float64)
@@ -57,6 +58,32 @@ class Resize(OnnxOpConverter):
             return convert(bb, inputs, attr, params)
 
         return converted
+
+
+def _all_axes(inputs, attr, shape):
+    """Resize's roi / scales / sizes given for `axes` only, made full-rank (scale 1, the input's size, the whole
+    extent elsewhere), and `axes` dropped: TVM ignores it and reads the values as if they were for every axis."""
+    rank = len(shape)
+    axes = [int(a) % rank for a in attr["axes"]]
+    inputs = list(inputs) + [None] * (4 - len(inputs))
+    for index, fill in ((1, None), (2, np.ones(rank)), (3, np.asarray(shape))):
+        if inputs[index] is None:
+            continue
+        given = constant_value(inputs[index])
+        if given is None:
+            _reject("Resize(axes=...) with roi, scales or sizes computed at run time", "its full-rank form is needed",
+                    "make them constants")
+        if given.size == 0:
+            continue
+        if index == 1:  # roi: starts of the axes, then their ends
+            full = np.concatenate([np.zeros(rank), np.ones(rank)]).astype(given.dtype)
+            full[axes] = given[: len(axes)]
+            full[[rank + a for a in axes]] = given[len(axes):]
+        else:
+            full = fill.astype(given.dtype)
+            full[axes] = given
+        inputs[index] = relax.const(full, str(full.dtype))
+    return tvm_onnx.onnx_input(inputs), {k: v for k, v in attr.items() if k != "axes"}
 
 
 def _output_size(shape, scales, inputs):
@@ -131,3 +158,16 @@ class MaxPool(OnnxOpConverter):
     @classmethod
     def get_converter(cls, opset):
         return tvm_onnx.MaxPool.get_converter(opset)
+
+
+class NonMaxSuppression(OnnxOpConverter):
+    """Its output's row count depends on the data. TVM 0.27 returns the selection padded to a static size, which
+    the static output shape of a canonical model does not describe: the library returned zero rows."""
+
+    @classmethod
+    def unsupported_form(cls, node):
+        return "NonMaxSuppression (data-dependent output size)"
+
+    @classmethod
+    def get_converter(cls, opset):
+        return tvm_onnx.NonMaxSuppression.get_converter(opset)

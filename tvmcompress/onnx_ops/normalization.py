@@ -80,3 +80,27 @@ class RMSNormalization(OnnxOpConverter):
         normalized = R.multiply(xs, R.rsqrt(R.add(mean_square, const(epsilon, stash))))
         normalized = R.astype(normalized, dtype) if stash != dtype else normalized
         return R.multiply(normalized, scale)
+
+
+class LpNormalization(OnnxOpConverter):
+    """x / ||x||_p along `axis` (p is 1 or 2), 0 where the norm is 0 (onnx's reference: 0/0 = 0)."""
+
+    @classmethod
+    def unsupported_form(cls, node):
+        p = next((a.i for a in node.attribute if a.name == "p"), 2)
+        return None if p in (1, 2) else f"LpNormalization(p={p})"
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        dtype = dtype_of(x)
+        axis = int(attr.get("axis", -1))
+        if int(attr.get("p", 2)) == 1:
+            norm = R.sum(R.abs(x), axis=[axis], keepdims=True)
+        else:
+            norm = R.sqrt(R.sum(R.multiply(x, x), axis=[axis], keepdims=True))
+        norm = bb.normalize(norm)
+        zero = const(0, dtype)
+        is_zero = bb.normalize(R.equal(norm, zero))
+        safe = R.where(is_zero, const(1, dtype), norm)
+        return R.where(is_zero, zero, R.divide(x, safe))

@@ -9,6 +9,7 @@ TVM cannot compile, go through uint8.
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax, te, tirx
 from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
@@ -60,6 +61,13 @@ def _wrap(tvm_converter):
                 axes = expr.attrs.axis
                 axes = list(range(rank)) if axes is None else sorted(int(a) % rank for a in axes)
                 keepdims = bool(expr.attrs.keepdims)
+                shape = shape_of(x)
+                if any(shape[a] == 0 for a in axes):
+                    # An empty reduction is its identity. Not a TIR reduction: lowering puts the init inside the
+                    # (zero-trip) reduction loop, so the output would stay uninitialized memory.
+                    out = [1 if i in axes else d for i, d in enumerate(shape) if keepdims or i not in axes]
+                    fill = (False if is_max else True) if dtype == "bool" else (float("-inf") if is_max else float("inf"))
+                    return relax.const(np.full(out, fill, dtype=dtype), dtype)
                 if dtype == "bool":  # TVM cannot reduce bools: uint8, identity 0 for max (any) and 1 for min (all)
                     as_int = bb.normalize(relax.op.astype(x, "uint8"))
                     reduced = bb.emit_te(_reduce, as_int, axes, keepdims, is_max, 0 if is_max else 1)

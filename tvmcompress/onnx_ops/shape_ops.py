@@ -62,3 +62,47 @@ class CenterCropPad(OnnxOpConverter):
             pad_width = [p for axis in range(rank) for p in (pads[axis], pads[rank + axis])]
             out = relax.op.nn.pad(out, pad_width=pad_width, pad_value=0.0)
         return out
+
+
+class EyeLike(OnnxOpConverter):
+    """Ones on diagonal k of a 2-D shape, as a constant (the shape is static), of the `dtype` attribute's type when
+    set, else the input's; TVM 0.27 rejects a dtype that differs from the input's."""
+
+    @classmethod
+    def _impl_v9(cls, bb, inputs, attr, params):
+        import numpy as np
+        from onnx.helper import tensor_dtype_to_np_dtype
+
+        rows, cols = shape_of(inputs[0])
+        dtype = np.dtype(tensor_dtype_to_np_dtype(int(attr["dtype"]))) if "dtype" in attr else None
+        dtype = dtype if dtype is not None else str(inputs[0].ty.dtype.dtype)
+        eye = np.eye(rows, cols, k=int(attr.get("k", 0)), dtype=dtype)
+        return relax.const(eye, str(eye.dtype))  # without the dtype, relax.const makes float64 float32
+
+
+class Split(OnnxOpConverter):
+    """TVM's Split, except with a zero-size part: TVM 0.27 splits at sorted indices and rejects two equal ones
+    ("split_indices must be sorted"); each part is then a slice (an empty one for a zero size)."""
+
+    @classmethod
+    def get_converter(cls, opset):
+        convert = tvm_onnx.Split.get_converter(opset)
+
+        def converted(bb, inputs, attr, params):
+            from .relax_helpers import constant_value
+
+            sizes = attr.get("split")
+            if sizes is None and len(inputs) > 1 and inputs[1] is not None:
+                value = constant_value(inputs[1])
+                sizes = None if value is None else value.reshape(-1).tolist()
+            if sizes is None or all(int(s) > 0 for s in sizes):
+                return convert(bb, inputs, attr, params)
+            x = inputs[0]
+            axis = int(attr.get("axis", 0)) % len(shape_of(x))
+            parts, start = [], 0
+            for size in (int(s) for s in sizes):
+                parts.append(bb.normalize(relax.op.strided_slice(x, axes=[axis], begin=[start], end=[start + size])))
+                start += size
+            return relax.Tuple(parts)
+
+        return converted

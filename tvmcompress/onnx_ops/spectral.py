@@ -85,3 +85,38 @@ def _dft(bb, x, length, axis, attr):
     parts = [bb.normalize(R.permute_dims(bb.normalize(v), inverse_perm)) for v in (out_real, out_imag)]
     result = bb.normalize(R.concat([R.expand_dims(v, rank - 1) for v in parts], axis=rank - 1))
     return R.astype(result, out_dtype)
+
+
+class _Window(OnnxOpConverter):
+    """A window function of a constant size, as a constant: w[n] = sum_k a_k cos(2 pi k n / N), N = size for a
+    periodic window and size - 1 for a symmetric one (in float64, then the output type)."""
+
+    coefficients: tuple[float, ...] = ()
+
+    @classmethod
+    def _impl_v17(cls, bb, inputs, attr, params):
+        from onnx.helper import tensor_dtype_to_np_dtype
+
+        size = constant_value(inputs[0])
+        if size is None:
+            raise TvmcompressError(
+                f"{cls.__name__} with a size computed at run time is not supported: make size a constant"
+            )
+        size = int(np.asarray(size).reshape(-1)[0])
+        period = size if int(attr.get("periodic", 1)) else size - 1
+        n = np.arange(size, dtype=np.float64)
+        window = sum(a * np.cos(2 * np.pi * k * n / period) for k, a in enumerate(cls.coefficients))
+        dtype = np.dtype(tensor_dtype_to_np_dtype(int(attr.get("output_datatype", 1))))
+        return relax.const(np.asarray(window).astype(dtype), dtype.name)  # else float64 becomes float32
+
+
+class HannWindow(_Window):
+    coefficients = (0.5, -0.5)
+
+
+class HammingWindow(_Window):
+    coefficients = (25 / 46, -(1 - 25 / 46))
+
+
+class BlackmanWindow(_Window):
+    coefficients = (0.42, -0.5, 0.08)

@@ -12,6 +12,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
 from .cpu_rules import default_rules
+from .cpu_rules.rule_base import guarded
 from .cpu_rules.packed_compute import LEGALIZE_MAP
 from .int8_rules import Int8DotProduct, make_int8_legalize_map
 from .cpu_rules.restore_clip import RestoreScalarMinMax
@@ -63,13 +64,14 @@ def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
 def cpu_schedule_passes(target: tvm.target.Target, tuned=None) -> list[tvm.transform.Pass]:
     """Lowering, then schedules: tuned records first (where `tuned`, a MetaSchedule database, has one), then our
-    default rules for every PrimFunc still unscheduled. After these every PrimFunc carries a schedule."""
+    default rules for every PrimFunc still unscheduled. After these every PrimFunc that some rule can schedule
+    carries a schedule; the others (extern calls, zero-size loops) stay as LLVM compiles them unscheduled."""
     passes = cpu_lowering_passes(target)
     if tuned is not None:
         from .tuning import apply_database
 
         passes.append(apply_database(tuned))
-    passes.append(dlight.ApplyDefaultSchedule(Int8DotProduct(), *default_rules()))
+    passes.append(dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules())))
     return passes
 
 
@@ -79,7 +81,7 @@ def apply_default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="tvmcompress.ApplyDefaultSchedules")
     def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            return dlight.ApplyDefaultSchedule(Int8DotProduct(), *default_rules())(mod)
+            return dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules()))(mod)
 
     return _apply
 

@@ -32,6 +32,12 @@ def find_annotated_block(sch: s_tir.Schedule, kind: str) -> SBlockRV | None:
     return found
 
 
+def is_opaque_block(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    """A block that declares neither reads nor writes: its buffer accesses are hidden from the schedule."""
+    stmt = sch.get(block)
+    return not stmt.reads and not stmt.writes
+
+
 def is_spatial_block(sch: s_tir.Schedule, block: SBlockRV) -> bool:
     stmt = sch.get(block)
     return stmt.init is None and all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars)

@@ -10,14 +10,21 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .common import is_spatial_block, root_blocks, schedule_spatial_block
+from .common import is_opaque_block, is_spatial_block, root_blocks, schedule_spatial_block
 from .rule_base import CPURule
 from .target_info import cpu_info
 
 
 def inline_producers(sch: s_tir.Schedule) -> None:
-    """compute_inline every root block except the last that can be inlined (program order)."""
-    for block in root_blocks(sch)[:-1]:
+    """compute_inline every root block except the last that can be inlined (program order); nothing when a root
+    block is opaque."""
+    blocks = root_blocks(sch)
+    # An opaque block (one that declares no reads and no writes: an extern call through call_packed, ir_builder
+    # code such as NonMaxSuppression's) uses buffers the schedule cannot see; inlining a producer that it reads
+    # would leave it reading a buffer that no longer exists, which fails at build time.
+    if any(is_opaque_block(sch, block) for block in blocks):
+        return
+    for block in blocks[:-1]:
         if not is_spatial_block(sch, block):
             continue
         try:
