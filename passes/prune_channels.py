@@ -26,7 +26,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from .channel_groups import ChannelAnalysis, analyze_channels, kept_indices, space_leaves
 from .quant_rules import rebind
 
-__all__ = ["PruneChannels", "choose_channels", "channel_importance", "kept_count"]
+__all__ = ["PruneChannels", "choose_channels", "channel_importance", "kept_count", "prunable_group_sizes"]
 
 
 def kept_count(channels: int, ratio: float, multiple_of: int) -> int:
@@ -100,6 +100,13 @@ def channel_importance(
             score = np.asarray(activations[layer.binding], np.float64)
         total += score / max(float(np.mean(score)), 1e-12)
     return total
+
+
+def prunable_group_sizes(mod: tvm.IRModule) -> dict[str, int]:
+    """{binding of the group's first source: channel count} of every prunable group: the names that
+    `choose_channels` ratios and PruneConfig overrides use."""
+    analysis = analyze_channels(mod)
+    return {analysis.sources(root)[0].binding: int(analysis.sizes[root]) for root in analysis.prunable_groups()}
 
 
 def choose_channels(

@@ -22,13 +22,15 @@ from typing import Literal
 
 from ..errors import TvmcompressError
 
-__all__ = ["PruneStep", "PruneConfig", "parse_prune_spec", "CRITERIA", "STEP_ORDER"]
+__all__ = ["PruneStep", "PruneConfig", "parse_prune_spec", "CRITERIA", "STEP_ORDER", "OVERRIDABLE"]
 
 Criterion = Literal["l1", "l2", "bn", "activation"]
 CRITERIA: tuple[str, ...] = ("l1", "l2", "bn", "activation")
 # The order in which steps run: removing whole layers and channels first lets the sparsity steps rank the
 # weights that are left, and reconstruction after channel removal re-fits layers before they are sparsified.
 STEP_ORDER: tuple[str, ...] = ("layer", "channel", "unstructured", "block", "nm")
+# Steps whose amount can be set per channel group / layer (PruneConfig.overrides).
+OVERRIDABLE: tuple[str, ...] = ("channel", "unstructured")
 
 _SPEC_HELP = "use unstructured:S, channel:R, block:S:RxC, N:M (2:4) or layer:K, comma-separated"
 
@@ -131,6 +133,10 @@ class PruneConfig:
       layer has at least 2 * multiple_of channels, so that pruned layers stay vectorizable and latency falls with
       the MACs.
     - `ridge`: relative Tikhonov regularization of reconstruction (times the mean diagonal of X^T X).
+    - `overrides`: ((step kind, name, ratio), ...) replacing the spec's amount for one channel group (named by the
+      binding of its first source conv/matmul; `channel`) or one layer (its binding; `unstructured`, per-layer
+      sparsity whatever the scope). `--prune-budget` chooses them (tvmcompress/prune_budget.py) and the manifest
+      records them, so that a budgeted result can be rebuilt exactly. 0 leaves the group / layer whole.
     """
 
     steps: tuple[PruneStep, ...] = ()
@@ -138,6 +144,7 @@ class PruneConfig:
     reconstruct: bool = True
     multiple_of: int = 8
     ridge: float = 1e-3
+    overrides: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self):
         if self.criterion not in CRITERIA:
@@ -148,6 +155,19 @@ class PruneConfig:
             raise TvmcompressError(f"multiple_of must be at least 1, got {self.multiple_of}")
         if not self.ridge >= 0.0:
             raise TvmcompressError(f"ridge must be >= 0, got {self.ridge}")
+        seen = set()
+        for override in self.overrides:
+            if not (isinstance(override, tuple) and len(override) == 3):
+                raise TvmcompressError(f"a pruning override is (step kind, name, ratio), got {override!r}")
+            kind, name, ratio = override
+            if kind not in OVERRIDABLE or self.step(kind) is None:
+                raise TvmcompressError(f"pruning override {override!r}: the spec {self.spec!r} has no '{kind}' step "
+                                       f"(overrides apply to {' and '.join(OVERRIDABLE)} steps)")
+            if not 0.0 <= ratio < 1.0:
+                raise TvmcompressError(f"pruning override {override!r}: the ratio must be in [0, 1)")
+            if (kind, name) in seen:
+                raise TvmcompressError(f"pruning override for {kind} {name!r} is given twice")
+            seen.add((kind, name))
 
     @classmethod
     def parse(cls, spec: str, criterion: str = "l1", reconstruct: bool = True) -> "PruneConfig":
@@ -155,6 +175,10 @@ class PruneConfig:
 
     def step(self, kind: str) -> PruneStep | None:
         return next((s for s in self.steps if s.kind == kind), None)
+
+    def ratios(self, kind: str) -> dict[str, float]:
+        """{group or layer name: ratio} of the overrides of one step kind."""
+        return {name: ratio for k, name, ratio in self.overrides if k == kind}
 
     @property
     def needs_calibration(self) -> bool:
@@ -165,5 +189,8 @@ class PruneConfig:
         return ",".join(str(s) for s in self.steps)
 
     def to_json(self) -> dict:
-        return {"spec": self.spec, "criterion": self.criterion, "reconstruct": self.reconstruct,
+        data = {"spec": self.spec, "criterion": self.criterion, "reconstruct": self.reconstruct,
                 "multiple_of": self.multiple_of, "ridge": self.ridge}
+        if self.overrides:  # only when set: plain specs keep their manifests (and cache keys) unchanged
+            data["overrides"] = [{"step": kind, "name": name, "ratio": ratio} for kind, name, ratio in self.overrides]
+        return data

@@ -38,31 +38,42 @@ def _scores(layer, activations: Mapping[str, np.ndarray] | None) -> np.ndarray:
     return score
 
 
+def _layer_mask(score: np.ndarray, sparsity: float) -> np.ndarray | None:
+    """Exactly round(sparsity * size) zeros, ties broken by position (stable), so masks are deterministic."""
+    count = int(round(sparsity * score.size))
+    if count == 0:
+        return None
+    order = np.argsort(score.reshape(-1), kind="stable")
+    mask = np.ones(score.size, bool)
+    mask[order[:count]] = False
+    return mask.reshape(score.shape)
+
+
 def choose_masks(
     mod: tvm.IRModule,
     sparsity: float,
     scope: str = "layer",
     activations: Mapping[str, np.ndarray] | None = None,
+    overrides: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """{layer binding: bool keep mask} zeroing `sparsity` of the conv2d/matmul weights. `activations`:
-    {activation var name: mean |x| per channel} for the Wanda-style criterion."""
+    {activation var name: mean |x| per channel} for the Wanda-style criterion. `overrides`: {layer binding:
+    sparsity} for layers that take their own sparsity (per layer, whatever the scope; 0 leaves them whole)."""
+    overrides = dict(overrides or {})
     layers = [l for l in analyze_channels(mod).layers.values() if l.weight.dtype == np.float32]
     scores = {l.binding: _scores(l, activations) for l in layers}
+    masks = {}
     if scope == "global":
         flat = np.concatenate([s.reshape(-1) for s in scores.values()])
         count = int(round(sparsity * flat.size))
         threshold = np.partition(flat, count - 1)[count - 1] if count > 0 else -np.inf
-        return {name: s > threshold for name, s in scores.items()}
-    masks = {}
+        masks = {name: s > threshold for name, s in scores.items() if name not in overrides}
     for name, score in scores.items():
-        count = int(round(sparsity * score.size))
-        if count == 0:
+        if scope == "global" and name not in overrides:
             continue
-        # Exactly `count` zeros per layer, ties broken by position (stable), so masks are deterministic.
-        order = np.argsort(score.reshape(-1), kind="stable")
-        mask = np.ones(score.size, bool)
-        mask[order[:count]] = False
-        masks[name] = mask.reshape(score.shape)
+        mask = _layer_mask(score, overrides.get(name, sparsity))
+        if mask is not None:
+            masks[name] = mask
     return masks
 
 

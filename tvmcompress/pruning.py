@@ -24,7 +24,7 @@ from .passes.prune_config import PruneConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prune", "prepare_for_pruning", "layer_macs", "RECORD_VERSION"]
+__all__ = ["prune", "prepare_for_pruning", "layer_macs", "activation_means", "RECORD_VERSION"]
 
 RECORD_VERSION = 1
 
@@ -65,7 +65,7 @@ def layer_macs(mod: tvm.IRModule) -> dict[str, dict[str, Any]]:
     return layers
 
 
-def _activation_means(mod: tvm.IRModule, names: list[str], data) -> dict[str, np.ndarray]:
+def activation_means(mod: tvm.IRModule, names: list[str], data) -> dict[str, np.ndarray]:
     """Mean |x| per channel (axis 1 of NCHW, last axis of matmul operands) of the named tensors."""
     from .passes.reconstruct import collect_tensors
 
@@ -112,7 +112,7 @@ def prune(
     """Apply `config` to `mod` (float32, weights bound as constants). `calibration`: items {input: array} for the
     activation criterion, layer removal and reconstruction. Returns the pruned module and its record."""
     from .passes.channel_groups import analyze_channels, kept_indices
-    from .passes.prune_channels import PruneChannels, choose_channels
+    from .passes.prune_channels import PruneChannels, choose_channels, prunable_group_sizes
     from .passes.prune_unstructured import PruneUnstructured, choose_masks
     from .passes.reconstruct import reconstruct_layers
 
@@ -147,14 +147,18 @@ def prune(
         activations = None
         if config.criterion == "activation":
             activations = _channel_contributions(mod, analysis, data)
-        decision = choose_channels(mod, step.amount, config.criterion, config.multiple_of, activations)
+        ratio = step.amount
+        if config.ratios("channel"):  # per-group overrides (--prune-budget); other groups take the spec's ratio
+            overrides = config.ratios("channel")
+            ratio = {name: overrides.get(name, step.amount) for name in prunable_group_sizes(mod)}
+        decision = choose_channels(mod, ratio, config.criterion, config.multiple_of, activations)
         pruned = PruneChannels(decision)(mod)
         by_root = {analysis.find(analysis.layers[name].out_space): kept for name, kept in decision.items()}
         teacher_channels = {name: kept_indices(analysis, layer.out_space, by_root)
                             for name, layer in analysis.layers.items()}
         record["steps"].append({"step": str(step), "groups": len(decision)})
         log.info("pruning: %d channel groups pruned", len(decision))
-        if reconstruct:
+        if reconstruct and by_root:  # nothing removed (every group overridden to 0): nothing to re-fit
             consumers = []
             for root in by_root:
                 consumers += [l.binding for l in analysis.consumers(root) if l.binding not in consumers]
@@ -168,8 +172,8 @@ def prune(
         activations = None
         if config.criterion == "activation":
             inputs = sorted({l.input_var for l in analyze_channels(mod).layers.values()})
-            activations = _activation_means(mod, inputs, data)
-        masks = choose_masks(mod, step.amount, step.scope, activations)
+            activations = activation_means(mod, inputs, data)
+        masks = choose_masks(mod, step.amount, step.scope, activations, config.ratios("unstructured"))
         mod = PruneUnstructured(masks)(mod)
         record["steps"].append({"step": str(step), "layers": len(masks)})
         log.info("pruning: %d layers sparsified to %g", len(masks), step.amount)
