@@ -39,3 +39,12 @@ def test_bench_refuses_foreign_artifact(tmp_path):
     tvmcompress.compile(str(model), "riscv64", output=str(tmp_path / "rv"))
     with pytest.raises(tvmcompress.TvmcompressError, match="compile it for --target host"):
         benchmark(str(model), {"rv": str(tmp_path / "rv")}, BenchConfig(runs=30))
+
+
+def test_bench_times_an_artifact_with_separate_weights(tmp_path):
+    model = tmp_path / "mlp.onnx"
+    onnx.save(zoo.mlp(), model)
+    options = tvmcompress.CompileOptions.create(separate_weights=True)
+    tvmcompress.compile(str(model), "host", output=str(tmp_path / "sep"), options=options)
+    rows = {r.name: r for r in benchmark(str(model), {"separate": str(tmp_path / "sep")}, BenchConfig(runs=30))}
+    assert rows["tvmcompress separate"].median_ms > 0

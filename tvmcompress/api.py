@@ -21,6 +21,8 @@ from . import __version__, frontend
 from .artifact import (
     LIBRARY_NAME,
     MANIFEST_NAME,
+    RELAX_MODULE_NAME,
+    WEIGHTS_NAME,
     REPORT_HTML_NAME,
     REPORT_JSON_NAME,
     SCHEMA_VERSION,
@@ -30,7 +32,7 @@ from .artifact import (
     sha256_file,
     write_json,
 )
-from .config import CompileOptions
+from .config import Budgets, CompileOptions
 from .errors import TvmcompressError
 from .targets import presets, toolchain
 
@@ -80,16 +82,43 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     *,
     output: str | os.PathLike,
     options: CompileOptions | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    budgets: Budgets | None = None,
 ) -> Artifact:
-    """Compile an ONNX model into an artifact directory at `output` for `target` (a preset name or TVM JSON)."""
+    """Compile an ONNX model into an artifact directory at `output` for `target` (a preset name or TVM JSON).
+
+    cache_dir: reuse (and fill) a content-hash cache of artifacts there (tvmcompress/cache.py;
+    `tvmcompress.cache.default_cache_dir()` is the XDG default); `artifact.cache_hit` says whether it was used.
+    budgets: fail with a TvmcompressError, leaving nothing at `output`, when the build exceeds them.
+    """
     options = options or CompileOptions()
     output = os.fspath(output)
-    start = time.perf_counter()
+    if cache_dir is None:
+        return _compile_fresh(model, target, output, options, budgets)
+    from .cache import ArtifactCache, lookup
 
+    # NOTE: the key and a hit import neither TVM nor ONNX's checker: a hit must take well under a second.
+    key, artifact = lookup(cache_dir, model, target, options, output, budgets)
+    if artifact is not None:
+        return artifact
+    artifact = _compile_fresh(model, target, output, options, budgets)
+    if key is not None:  # None: an unreadable input, which _compile_fresh has reported
+        ArtifactCache(cache_dir).store(key, artifact.directory)
+    return artifact
+
+
+def _compile_fresh(
+    model: ModelSource, target: str, output: str, options: CompileOptions, budgets: Budgets | None
+) -> Artifact:
+    from .footprint import check_budgets, check_runtime_fits, flash_bytes, isa_features, runtime_bytes
+
+    start = time.perf_counter()
     # Cheap checks first: a missing toolchain or unwritable OUT should fail before a minutes-long build.
     preset = presets.with_cores(presets.resolve_preset(target), options.cores)
     toolchain.find_compiler(preset)
     check_output_dir_writable(output)
+    runtime_size = runtime_bytes(preset.arch, str(preset.tvm_target.get("kind")))
+    check_runtime_fits(budgets, runtime_size, preset.arch)
 
     source_model = frontend.load_model(model)
     source_bytes = _source_bytes(model, source_model)
@@ -98,16 +127,41 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     inputs, outputs = frontend.model_io(canonical)
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))
     mod = frontend.import_to_relax(canonical)
+    # NOTE: pruning before quantization: channel removal and reconstruction work on float weights, and
+    # calibration then measures the ranges of the pruned model.
+    from . import weight_compression
+
+    mod = weight_compression.fold_affine(mod, options)  # NOTE: before pruning: magnitudes as the layer scales them
+    mod, pruning = _prune(mod, options, inputs)
+    pruned = mod
+    mod, clustering = weight_compression.cluster(
+        mod, options, _calibration_batches(options, inputs) if options.cluster_bits is not None else None
+    )
     mod, quantization = _quantize(mod, options, preset, inputs)
+    quantized = mod if quantization is not None else None
+    mod, sparse_layers = weight_compression.sparse_kernels(mod, options, preset)
 
     from .build import build_library  # local: imports tvm's compiler stack
+    from .memory_plan import DynamicShapeError, record_memory_plan
     from .relax_stats import constant_bytes
     from .report import write_report
 
     with ArtifactWriter(output) as writer:
         library = writer.path(LIBRARY_NAME)
         tuning_dir = writer.path("tuning") if options.tune is not None else None
-        result = build_library(mod, preset, library, options.tune, tuning_dir)
+        # Saved before the build: `export --static` rebuilds exactly this module as a system library.
+        _save_relax_module(mod, writer.path(RELAX_MODULE_NAME))
+        with record_memory_plan() as recorder:
+            result = build_library(mod, preset, library, options.tune, tuning_dir, options.separate_weights)
+        if result.weights is not None:
+            from .weights_file import write as write_weights
+
+            write_weights(writer.path(WEIGHTS_NAME), result.weights, "tvcw" if options.compress_weights else "raw")
+        try:
+            memory_plan = recorder.plan()
+        except DynamicShapeError as err:
+            log.warning("no peak activation memory: %s (dynamic shapes; fix them with --input-shape)", err)
+            memory_plan = None
         verification = {"runner": preset.runner}
         if preset.runner != "native":
             verification["elf"] = _verify_foreign_library(library, preset)
@@ -116,20 +170,35 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
             {"name": "frontend.canonicalize", "options": frontend_options},
             {"name": "frontend.import_to_relax", "options": {}},
         ]
+        if weight_compression.fold_affine_applies(options):  # runs before pruning
+            passes.append({"name": "tvmcompress.FoldChannelAffine", "options": {}})
+        if pruning is not None:
+            passes.append({"name": "tvmcompress.prune", "options": pruning["config"]})
+        if clustering is not None:
+            passes.append({"name": "tvmcompress.ClusterWeights", "options": {"bits": options.cluster_bits}})
+        if sparse_layers and any(d["sparse"] for d in sparse_layers):
+            passes.append({"name": "tvmcompress.SparseDense",
+                           "options": {"layers": [d["layer"] for d in sparse_layers if d["sparse"]]}})
         if quantization is not None:
-            passes.append({"name": "tvmcompress.quantize", "options": quantization["config"]})
+            passes.append(
+                {"name": "tvmcompress.fold_prequantized", "options": {}} if "config" not in quantization
+                else {"name": "tvmcompress.quantize", "options": quantization["config"]}
+            )
         if result.tuning is not None:
             passes.append({"name": "tvmcompress.tune", "options": asdict(options.tune)})
         passes.append({"name": result.pipeline, "options": {}})
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "versions": _versions(),
+            "model_name": _model_name(model),
+            "separate_weights": options.separate_weights,
             "target": {
                 "preset": preset.name,
                 "json": presets.full_target_json(preset),
                 "arch": preset.arch,
                 "runner": preset.runner,
                 "requires": sorted(preset.requires),
+                "isa_features": isa_features(preset.tvm_target),
             },
             "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in inputs],
             "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in outputs],
@@ -138,28 +207,110 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
                 "source_model_bytes": len(source_bytes),
                 "weights_bytes": constant_bytes(mod),
                 "library_bytes": os.path.getsize(library),
+                "runtime_bytes": runtime_size,
             },
+            "memory": memory_plan.to_json() if memory_plan is not None else None,
             "hashes": {
                 "source_model": hashlib.sha256(source_bytes).hexdigest(),
-                "inputs": {"calibration": sha256_file(options.calibration)} if options.calibration else {},
+                "inputs": {
+                    **({"calibration": sha256_file(options.calibration)} if options.calibration else {}),
+                    **({"eval_data": sha256_file(options.eval_data)} if options.eval_data else {}),
+                },
                 LIBRARY_NAME: sha256_file(library),
             },
             "verification": verification,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
+        if pruning is not None:
+            manifest["pruning"] = pruning
+        if clustering is not None:
+            manifest["clustering"] = clustering
+        if sparse_layers is not None:
+            manifest["sparse_layers"] = sparse_layers
+        if options.cluster_bits is not None or options.compress_weights:
+            from .weight_sizes import weights_breakdown
+
+            manifest["sizes"]["weights_breakdown"] = weights_breakdown(
+                source_model, pruned if pruning is not None else None, quantized, mod, options.cluster_bits,
+                writer.path(WEIGHTS_NAME) if result.weights is not None else None,
+            )
         if quantization is not None:
             manifest["quantization"] = quantization
         if result.tuning is not None:
             manifest["tuning"] = result.tuning
+        if result.weights is not None:
+            manifest["sizes"]["weights_file_bytes"] = os.path.getsize(writer.path(WEIGHTS_NAME))
+        manifest["sizes"]["flash_bytes"] = flash_bytes(manifest["sizes"])
+        # Inside the writer: a build over budget leaves nothing at OUT.
+        check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
 
 
+def _model_name(model: ModelSource) -> str | None:
+    """The model file's name without extension (the default C name of `tvmcompress export`), if it has one."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.path.splitext(os.path.basename(os.fspath(model)))[0]
+    return None
+
+
+def _save_relax_module(mod, path: str) -> None:
+    import tvm
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(tvm.ir.save_json(mod))
+
+
+def _calibration_batches(options: CompileOptions, inputs):
+    """The calibration .npz as a list of input batches, or None without --calibration."""
+    if not options.calibration:
+        return None
+    from .data import iterate_batches, load_npz, validate_inputs
+
+    arrays = load_npz(options.calibration)
+    validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
+    return list(iterate_batches(arrays, inputs))
+
+
+def _prune(mod, options: CompileOptions, inputs) -> tuple[Any, dict | None]:
+    """Apply --prune (tvmcompress.pruning); the calibration .npz, when given, feeds the activation criterion,
+    layer ranking and reconstruction."""
+    if options.prune is None:
+        return mod, None
+    from .pruning import prune
+
+    calibration = None
+    if options.calibration:
+        from .data import iterate_batches, load_npz, validate_inputs
+
+        arrays = load_npz(options.calibration)
+        validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
+        calibration = iterate_batches(arrays, inputs)
+    if options.prune_budget is not None:  # per-group ratios from measured sensitivity (prune_budget.py)
+        from .prune_budget import prune_within_budget
+
+        return prune_within_budget(mod, options.prune, calibration, _eval_data(options.eval_data, inputs),
+                                   options.prune_budget)
+    return prune(mod, options.prune, calibration)
+
+
 def _quantize(mod, options: CompileOptions, preset: presets.TargetPreset, inputs) -> tuple[Any, dict | None]:
     """Apply --quantize: calibrate on the .npz (static int8), with the activation type the target's int8 dot
-    product takes (x86 vpdpbusd multiplies uint8 by int8; ARM sdot int8 by int8)."""
+    product takes (x86 vpdpbusd multiplies uint8 by int8; ARM sdot int8 by int8).
+
+    A pre-quantized model (QDQ or QOperator, e.g. from onnxruntime's quantize_static) keeps its own quantization:
+    its Q/DQ are folded into integer kernels whether or not --quantize is given, and --quantize is an error."""
+    from .passes.quantize import fold_prequantized, is_prequantized
+
+    if is_prequantized(mod):
+        if options.quantize is not None:
+            raise TvmcompressError(
+                "the model is already quantized (QuantizeLinear/DequantizeLinear or QLinear* ops): drop --quantize "
+                f"{options.quantize.mode}; its own quantization is compiled to integer kernels"
+            )
+        return fold_prequantized(mod)
     if options.quantize is None:
         return mod, None
     import tvm
@@ -184,7 +335,65 @@ def _quantize(mod, options: CompileOptions, preset: presets.TargetPreset, inputs
         arrays = load_npz(options.calibration)
         validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
         calibration = iterate_batches(arrays, inputs)
+    if options.eval_data and config.mode == "int8":
+        return _quantize_with_eval_data(mod, config, list(calibration), options, inputs)
     return quantize(mod, config, calibration)
+
+
+def _eval_data(path: str, inputs):
+    """The eval .npz as quant_analysis.EvalData (model calls + optional labels)."""
+    from .data import LABEL_KEY, iterate_batches, load_npz, validate_inputs
+    from .quant_analysis import EvalData
+
+    arrays = load_npz(path)
+    validate_inputs(arrays, inputs, source=f"eval data file {path}")
+    labels = arrays.pop(LABEL_KEY, None)
+    return EvalData(tuple(iterate_batches(arrays, inputs)), labels)
+
+
+def _quantize_with_eval_data(mod, config, calibration, options: CompileOptions, inputs):
+    """int8 with --eval-data: the fp32 and int8 metric go into the record (and report.json). With
+    --accuracy-budget, layers return to float, most sensitive first, until the eval metric is within budget; the
+    per-layer analysis that ranks them (one build per layer) runs only when the fallback is needed."""
+    from .quant_analysis import measure_quantized, quantize_within_budget
+
+    data = _eval_data(options.eval_data, inputs)
+    if options.accuracy_budget is not None:
+        return quantize_within_budget(mod, config, calibration, data, options.accuracy_budget)
+    from .passes.quantize import quantize
+
+    quantized, record = quantize(mod, config, calibration)
+    record["eval"] = measure_quantized(mod, quantized, data)
+    return quantized, record
+
+
+def analyze(
+    model: ModelSource,
+    calibration: str | os.PathLike,
+    eval_data: str | os.PathLike | None = None,
+    config: "QuantizeConfig | None" = None,
+    input_shapes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """int8 sensitivity of each conv/matmul (tvmcompress/quant_analysis.py): output SQNR against fp32 and the
+    eval metric with only that layer quantized; eval data defaults to the calibration data."""
+    from .data import iterate_batches, load_npz, validate_inputs
+    from .passes.quantize import is_prequantized
+    from .passes.quantize_config import QuantizeConfig
+    from .quant_analysis import analyze_layers
+
+    canonical = frontend.canonicalize(frontend.load_model(model), input_shapes or {})
+    frontend.check_supported(canonical)
+    inputs, _ = frontend.model_io(canonical)
+    calibration = os.fspath(calibration)
+    arrays = load_npz(calibration)
+    validate_inputs(arrays, inputs, source=f"calibration file {calibration}")
+    arrays.pop("label", None)
+    batches = list(iterate_batches(arrays, inputs))
+    data = _eval_data(os.fspath(eval_data), inputs) if eval_data is not None else None
+    mod = frontend.import_to_relax(canonical)
+    if is_prequantized(mod):
+        raise TvmcompressError("the model is already quantized: analyze its float version")
+    return analyze_layers(mod, config or QuantizeConfig(), batches, data)
 
 
 def frontend_stats(model: onnx.ModelProto) -> dict[str, Any]:

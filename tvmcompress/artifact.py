@@ -12,17 +12,23 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import TvmcompressError
+
+if TYPE_CHECKING:  # numpy loads when a model runs: a CLI cache hit copies files and needs none of it
+    import numpy as np
 
 SCHEMA_VERSION = 1
 LIBRARY_NAME = "model.so"
 MANIFEST_NAME = "manifest.json"
 REPORT_JSON_NAME = "report.json"
 REPORT_HTML_NAME = "report.html"
+# The Relax module model.so was built from (after quantization, before the pipeline): `export --static`
+# rebuilds it as a system library (tvmcompress/deploy.py).
+RELAX_MODULE_NAME = "relax_module.json"
+# --separate-weights: the weights, outside model.so (format: tvmcompress/weights_file.py).
+WEIGHTS_NAME = "weights.bin"
 
 
 def sha256_file(path: str) -> str:
@@ -122,10 +128,18 @@ class Artifact:
         self.inputs = [IOSpec.from_json(d) for d in self.manifest["inputs"]]
         self.outputs = [IOSpec.from_json(d) for d in self.manifest["outputs"]]
         self._session = None
+        self._weight_arrays: list[np.ndarray] | None = None
+        self.cache_hit = False  # set by api.compile when the artifact came from the --cache-dir cache
 
     @property
     def library_path(self) -> str:
         return os.path.join(self.directory, LIBRARY_NAME)
+
+    def export(self, bundle: str | os.PathLike, static: bool = False, name: str | None = None):
+        """Write a deploy bundle (C API, TVM runtime, CMake project) for this artifact; see tvmcompress/deploy.py."""
+        from .deploy import export_bundle
+
+        return export_bundle(self, bundle, static=static, name=name)
 
     @property
     def target(self) -> dict[str, Any]:
@@ -133,6 +147,8 @@ class Artifact:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one model call: {input name: array of the model's shape} -> {output name: array}."""
+        import numpy as np
+
         from .data import validate_call
 
         arrays = {name: np.asarray(value) for name, value in inputs.items()}
@@ -141,11 +157,16 @@ class Artifact:
 
     def run_batches(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run every sample of a stacked `.npz`-style dict; outputs are stacked on axis 0 the same way."""
+        import numpy as np
+
         from .data import iterate_batches, validate_inputs
 
         data = dict(data)
         validate_inputs(data, self.inputs, source="inputs")
-        samples = [[batch[spec.name] for spec in self.inputs] for batch in iterate_batches(data, self.inputs)]
+        weights = self.weight_arrays()
+        samples = [
+            [*(batch[spec.name] for spec in self.inputs), *weights] for batch in iterate_batches(data, self.inputs)
+        ]
         results: dict[str, list[np.ndarray]] = {spec.name: [] for spec in self.outputs}
         for values in self.session().run_many(samples):
             for name, value in self._named(values).items():
@@ -164,7 +185,17 @@ class Artifact:
         return self._session
 
     def _call(self, ordered: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return self._named(self.session()(ordered))
+        return self._named(self.session()([*ordered, *self.weight_arrays()]))
+
+    def weight_arrays(self) -> list[np.ndarray]:
+        """What main takes after the inputs: the weights of weights.bin with --separate-weights (read once), else []."""
+        if not self.manifest.get("separate_weights"):
+            return []
+        if self._weight_arrays is None:
+            from .weights_file import read
+
+            self._weight_arrays = read(os.path.join(self.directory, WEIGHTS_NAME))
+        return self._weight_arrays
 
     def _named(self, values: list[np.ndarray]) -> dict[str, np.ndarray]:
         if len(values) != len(self.outputs):

@@ -119,7 +119,8 @@ def benchmark(
         if sorted(names) != sorted(feeds):
             raise TvmcompressError(f"artifact '{directory}' has inputs {names}, the model has {sorted(feeds)}: bench one model at a time")
         session = artifact.session()
-        tensors = session.to_device([feeds[n] for n in names])
+        # Weights kept outside the library (--separate-weights) are arguments after the inputs.
+        tensors = session.to_device([*(feeds[n] for n in names), *artifact.weight_arrays()])
         contenders[f"tvmcompress {label}"] = lambda s=session, t=tensors: s.call_device(t)
 
     times: dict[str, list[float]] = {name: [] for name in contenders}

@@ -27,6 +27,7 @@ class BuildResult:
     seconds: float
     pipeline: str  # which relax pipeline scheduled the TIR
     tuning: dict | None = None  # TuningSummary.to_json() when tuned
+    weights: list | None = None  # separate_weights: the lifted weights (numpy), in main's parameter order
 
 
 def relax_pipeline_for(target: tvm.target.Target, tuned=None) -> tuple[object, str]:
@@ -42,9 +43,17 @@ def relax_pipeline_for(target: tvm.target.Target, tuned=None) -> tuple[object, s
     return "default", f"tvm.default({target.kind.name})"
 
 
-def compile_module(mod: tvm.IRModule, preset: TargetPreset, tuned=None) -> tuple[relax.VMExecutable, str]:
+def compile_module(
+    mod: tvm.IRModule, preset: TargetPreset, tuned=None, lift_weights=None
+) -> tuple[relax.VMExecutable, str]:
+    """`lift_weights`: a tvmcompress.lift_weights.LiftWeights to run after the pipeline (--separate-weights);
+    it then holds the weights that main takes as extra parameters."""
     target = tvm.target.Target(preset.tvm_target)
     pipeline, pipeline_name = relax_pipeline_for(target, tuned)
+    if lift_weights is not None:
+        if not isinstance(pipeline, tvm.transform.Pass):
+            raise TvmcompressError(f"--separate-weights supports CPU targets, not {preset.name}: drop the flag")
+        pipeline = tvm.transform.Sequential([pipeline, lift_weights])
     log.info("compiling for %s with %s", preset.name, pipeline_name)
     # A failure here is our bug, not the user's input: it keeps its traceback (exit code 1).
     return tvm.compile(mod, target, relax_pipeline=pipeline), pipeline_name
@@ -87,14 +96,27 @@ def tune_module(mod: tvm.IRModule, preset: TargetPreset, config: TuneConfig, tun
 
 
 def build_library(
-    mod: tvm.IRModule, preset: TargetPreset, path: str, tune: TuneConfig | None = None, tuning_dir: str | None = None
+    mod: tvm.IRModule,
+    preset: TargetPreset,
+    path: str,
+    tune: TuneConfig | None = None,
+    tuning_dir: str | None = None,
+    separate_weights: bool = False,
 ) -> BuildResult:
     start = time.perf_counter()
     tuned, summary = (None, None)
     if tune is not None:
         tuned, summary = tune_module(mod, preset, tune, tuning_dir)
-    executable, pipeline_name = compile_module(mod, preset, tuned)
+    lift = None
+    if separate_weights:
+        from .lift_weights import LiftWeights
+
+        lift = LiftWeights()
+    executable, pipeline_name = compile_module(mod, preset, tuned, lift)
     log.info("linking %s", path)
     export_library(executable, preset, path)
-    return BuildResult(path, time.perf_counter() - start, pipeline_name, summary.to_json() if summary else None)
+    return BuildResult(
+        path, time.perf_counter() - start, pipeline_name, summary.to_json() if summary else None,
+        lift.lifted if lift is not None else None,
+    )
 

@@ -2,7 +2,7 @@
 
 Key: sha256 over the model bytes, the canonical options JSON (`CompileOptions.to_json`), the target's identity
 (the preset's TVM target dict and linker; for `host`, the CPU's model name, flags and core count, which is what
-LLVM's host detection reads), the calibration file's bytes, the tuning database's bytes, and the versions of
+LLVM's host detection reads), the calibration and evaluation files' bytes, the tuning database's bytes, and the versions of
 tvmcompress, TVM and TVM-FFI plus a digest of tvmcompress's own source files (an edited checkout must not
 reuse builds of the old code). Budgets (--max-ram/--max-flash) are not in the key: they check an artifact,
 they do not change it.
@@ -151,8 +151,12 @@ def cache_key(model_bytes: bytes, target: str, options, model_name: str | None =
         "target": target_identity(target, options.cores),
         "versions": _versions(),
     }
-    if options.calibration:
-        material["calibration"] = _sha256_bytes(Path(options.calibration).read_bytes())
+    # Data files change the build through their contents (calibration ranges, accuracy-budget decisions), not their
+    # paths: hash the bytes.
+    for field in ("calibration", "eval_data"):
+        path = getattr(options, field, None)
+        if path:
+            material[field] = _sha256_bytes(Path(path).read_bytes())
     if options.tune is not None and options.tune.database_dir and os.path.isdir(options.tune.database_dir):
         material["tuning_db"] = _hash_tree(Path(options.tune.database_dir))
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)

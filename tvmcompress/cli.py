@@ -25,6 +25,17 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise TvmcompressError(f"{message} (see `{self.prog} --help`)")
 
 
+class _PrintCmakeDir(argparse.Action):
+    """`tvmcompress --cmake-dir`: like --version, it prints and exits, whatever else is on the line."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cmake"))
+        parser.exit(EXIT_OK)
+
+
 def _add_shape_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="fix an input's dynamic dims"
@@ -32,15 +43,20 @@ def _add_shape_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    # --debug and -q are global: main() takes them out of argv wherever they stand (argparse subparsers would
+    # --debug, -q and -v are global: main() takes them out of argv wherever they stand (argparse subparsers would
     # otherwise reset a flag given before the subcommand). They are declared here for --help only.
     common = _ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (the default when stderr is not a terminal)")
+    common.add_argument("-v", "--verbose", action="store_true", help="progress logs even when stderr is not a terminal")
     parser = _ArgumentParser(
         prog="tvmcompress", description="Compile, compress and run ONNX models with TVM.", parents=[common]
     )
     parser.add_argument("--version", action="version", version=f"tvmcompress {__version__}")
+    parser.add_argument(
+        "--cmake-dir", action=_PrintCmakeDir,
+        help="print the folder of tvmcompress's CMake package (for -Dtvmcompress_DIR=...) and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
 
     p = sub.add_parser("compile", parents=[common], help="compile an ONNX model into an artifact directory")
@@ -53,26 +69,68 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cores", type=int, default=None, help="device core count for parallel code (default: preset's)")
     q = p.add_argument_group("quantization")
-    q.add_argument("--quantize", choices=["int8", "fp16", "bf16", "dynamic-int8"], help="lower the model's precision")
-    q.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs for --quantize int8")
+    q.add_argument("--quantize", choices=["int8", "fp16", "bf16", "dynamic-int8", "int8-weight", "int4-weight"],
+                   help="lower the model's precision")
+    q.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs for --quantize int8 and --prune")
     q.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax")
     q.add_argument("--percentile", type=float, default=99.99, help="for --calibration-method percentile")
     q.add_argument("--exclude", default="", metavar="LAYER,...", help="layers to keep in float (see the report)")
+    q.add_argument("--no-bias-correction", action="store_true",
+                   help="int8: do not add back each layer's mean output error from weight rounding (on by default)")
+    q.add_argument("--eval-data", metavar="FILE.npz",
+                   help="evaluation inputs (+ optional 'label') that --accuracy-budget and --prune-budget measure on")
+    q.add_argument("--accuracy-budget", type=float, metavar="POINTS",
+                   help="int8 may lose at most POINTS of top-1 accuracy (agreement with fp32 without labels) on "
+                        "--eval-data; the most sensitive layers return to float until it holds")
+    pr = p.add_argument_group("pruning")
+    pr.add_argument("--prune", metavar="SPEC", help="channel:R, unstructured:S[:global], layer:K, block:S:RxC, N:M "
+                    "(comma-separated); --calibration enables reconstruction")
+    pr.add_argument("--prune-criterion", choices=["l1", "l2", "bn", "activation"], default="l1",
+                    help="how channels/weights are ranked (activation needs --calibration)")
+    pr.add_argument("--no-reconstruct", action="store_true",
+                    help="do not re-fit weights by least squares on the --calibration data after pruning")
+    pr.add_argument("--prune-budget", type=float, metavar="POINTS",
+                    help="pruning may lose at most POINTS of top-1 accuracy (agreement without labels) on "
+                         "--eval-data: each channel group / layer's ratio (the spec's, half of it or 0) is chosen "
+                         "from its measured sensitivity")
     t = p.add_argument_group("tuning (MetaSchedule, XGBoost cost model)")
     t.add_argument("--tune-trials", type=int, help="measured candidates in total")
     t.add_argument("--tune-minutes", type=float, help="wall-clock tuning budget")
     t.add_argument("--tuning-db", metavar="DIR", help="reuse and extend this tuning database (shared across builds)")
     t.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
     t.add_argument("--rpc-key", metavar="KEY", help="device key registered with the tracker")
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    p.add_argument(
+        "--separate-weights", action="store_true",
+        help="write the weights to OUT/weights.bin, loaded at run time, instead of embedding them in model.so",
+    )
+    w = p.add_argument_group("weight compression and sparse kernels")
+    w.add_argument("--cluster-bits", type=int, metavar="B",
+                   help="k-means weight sharing: at most 2^B distinct values per conv/matmul weight (1-8)")
+    w.add_argument("--compress-weights", action="store_true",
+                   help="entropy-code the weights into OUT/weights.bin (implies --separate-weights); "
+                        "decoded at load time")
+    w.add_argument("--sparse-min-speedup", type=float, default=1.2, metavar="X",
+                   help="run a block-sparse matmul as a BSR kernel only where it measures X times faster than "
+                        "dense (default 1.2)")
+    c = p.add_argument_group("cache and budgets")
+    c.add_argument(
+        "--cache-dir", metavar="DIR", help="reuse an identical earlier build from this artifact cache (and add this one)"
+    )
+    c.add_argument("--cache", action="store_true", help="use the default cache ($XDG_CACHE_HOME/tvmcompress/artifacts)")
+    c.add_argument("--max-ram", metavar="BYTES", help="fail (exit 2) if peak activation memory exceeds this (e.g. 256K)")
+    c.add_argument("--max-flash", metavar="BYTES", help="fail (exit 2) if library + weights + runtime exceed this (e.g. 8M)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (artifact, sizes, memory, cache hit) on stdout")
 
     p = sub.add_parser("run", parents=[common], help="run a compiled artifact on inputs from an .npz")
     p.add_argument("artifact", help="artifact directory from `tvmcompress compile`")
     p.add_argument("--inputs", required=True, help=".npz whose keys are input names, samples stacked on axis 0")
     p.add_argument("--output", help="write outputs to this .npz (default: print a summary)")
 
-    p = sub.add_parser("inspect", parents=[common], help="describe an ONNX model: ops, I/O, parameters, MACs, unsupported ops")
-    p.add_argument("model", help="path to the .onnx model")
+    p = sub.add_parser(
+        "inspect", parents=[common],
+        help="describe an ONNX model (ops, I/O, parameters, MACs, unsupported ops) or an artifact directory (sizes, memory)",
+    )
+    p.add_argument("model", help="path to the .onnx model, or an artifact directory from `tvmcompress compile`")
     _add_shape_flags(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -86,15 +144,44 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
+    p = sub.add_parser("cache", parents=[common], help="show or clear the artifact cache of --cache / --cache-dir")
+    p.add_argument("action", choices=["info", "clear"])
+    p.add_argument("--cache-dir", metavar="DIR", help="the cache directory (default: $XDG_CACHE_HOME/tvmcompress/artifacts)")
+    p.add_argument(
+        "--all", action="store_true", help="clear: all of $XDG_CACHE_HOME/tvmcompress (also prepared foreign runtimes)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("export", parents=[common], help="write a deploy bundle (C API, TVM runtime, CMake) of an artifact")
+    p.add_argument("artifact", help="artifact directory from `tvmcompress compile`")
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write (replaced atomically)")
+    p.add_argument("--static", action="store_true", help="link the model into lib<name>.a instead of shipping model.so")
+    p.add_argument("--name", help="C name of the model's API (<name>_create, ...); default: the model file's name")
+    p.add_argument("--json", action="store_true", help="print bundle path, files and sizes as JSON")
+
+    p = sub.add_parser(
+        "analyze", parents=[common], help="int8 sensitivity per layer: output SQNR and the metric with it alone quantized"
+    )
+    p.add_argument("model", help="path to the .onnx model")
+    p.add_argument("--calibration", required=True, metavar="FILE.npz", help="calibration inputs")
+    p.add_argument("--eval-data", metavar="FILE.npz", help="evaluation inputs (+ optional 'label'); default: calibration")
+    p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calibration-method percentile")
+    p.add_argument("--no-bias-correction", action="store_true", help="measure int8 without bias correction")
+    _add_shape_flags(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("targets", parents=[common], help="list target presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def _cmd_compile(args) -> int:
-    from . import api
-    from .config import CompileOptions, parse_const_input, parse_input_shape
+    import time
 
+    from .config import Budgets, CompileOptions, parse_bytes, parse_const_input, parse_input_shape
+
+    start = time.perf_counter()
     options = CompileOptions.create(
         input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
         const_inputs=dict(parse_const_input(s) for s in args.const_input),
@@ -102,18 +189,90 @@ def _cmd_compile(args) -> int:
         tune=_tune_config(args),
         quantize=_quantize_config(args),
         calibration=args.calibration,
+        prune=_prune_config(args),
+        separate_weights=args.separate_weights,
+        cluster_bits=args.cluster_bits,
+        compress_weights=args.compress_weights,
+        sparse_min_speedup=args.sparse_min_speedup,
+        eval_data=args.eval_data,
+        accuracy_budget=args.accuracy_budget,
+        prune_budget=args.prune_budget,
     )
-    artifact = api.compile(args.model, args.target, output=args.output, options=options)
+    budgets = Budgets(
+        max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
+        max_flash_bytes=parse_bytes(args.max_flash, "--max-flash") if args.max_flash else None,
+    )
+    cache_dir = args.cache_dir
+    if cache_dir is None and args.cache:
+        from .cache import default_cache_dir
+
+        cache_dir = default_cache_dir()
+    artifact = None
+    if cache_dir is not None:
+        from .cache import lookup
+
+        # A hit without importing tvmcompress.api (ONNX, numpy): the whole command stays well under a second.
+        _key, artifact = lookup(cache_dir, args.model, args.target, options, args.output, budgets)
+    if artifact is None:
+        from . import api
+
+        artifact = api.compile(
+            args.model, args.target, output=args.output, options=options, cache_dir=cache_dir, budgets=budgets
+        )
     if args.json:
-        print(json.dumps(artifact.manifest, indent=2, sort_keys=True))
+        summary = artifact_summary(artifact)
+        summary["cache_hit"] = artifact.cache_hit
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        print(json.dumps(summary, indent=2, sort_keys=True))
     else:
         sizes = artifact.manifest["sizes"]
+        how = "from the cache" if artifact.cache_hit else f"{artifact.manifest['build_seconds']:.1f} s"
         print(
             f"wrote {args.output}: {artifact.manifest['target']['preset']}, "
-            f"library {sizes['library_bytes']:,} B, weights {sizes['weights_bytes']:,} B, "
-            f"{artifact.manifest['build_seconds']:.1f} s"
+            f"library {sizes['library_bytes']:,} B, weights {sizes['weights_bytes']:,} B, {how}"
         )
     return EXIT_OK
+
+
+def artifact_summary(artifact) -> dict[str, Any]:
+    """The numbers of an artifact for `compile --json` and `inspect --json` (a stable subset of the manifest)."""
+    manifest = artifact.manifest
+    target = manifest["target"]
+    return {
+        "artifact": artifact.directory,
+        "target": {k: target.get(k) for k in ("preset", "arch", "runner", "isa_features")},
+        "inputs": manifest["inputs"],
+        "outputs": manifest["outputs"],
+        "sizes": manifest["sizes"],
+        "memory": manifest.get("memory"),
+        "build_seconds": manifest["build_seconds"],
+        "versions": manifest["versions"],
+    }
+
+
+def format_artifact(summary: dict[str, Any]) -> str:
+    sizes, memory, target = summary["sizes"], summary.get("memory") or {}, summary["target"]
+
+    def number(value) -> str:
+        return "unknown" if value is None else f"{value:,} B"
+
+    lines = [f"artifact: {summary['artifact']}"]
+    lines.append(f"target: {target['preset']} ({target['arch']}, runs here: {target['runner']})")
+    lines.append(f"ISA features: {', '.join(target.get('isa_features') or []) or 'none recorded'}")
+    lines += [f"input {t['name']}: {t['dtype']} {t['shape']}" for t in summary["inputs"]]
+    lines += [f"output {t['name']}: {t['dtype']} {t['shape']}" for t in summary["outputs"]]
+    lines.append(f"peak activation memory (RAM): {number(memory.get('peak_activation_bytes'))}")
+    if memory:
+        lines.append(
+            f"  planned intermediates {memory['planned_storage_bytes']:,} B in {memory['storages']} storages, "
+            f"outputs {memory['output_bytes']:,} B, kernel workspace {memory['workspace_bytes']:,} B"
+        )
+    lines.append(f"flash: {number(sizes.get('flash_bytes'))}")
+    lines.append(f"  library {number(sizes.get('library_bytes'))}, runtime {number(sizes.get('runtime_bytes'))}"
+                 + (f", weights file {number(sizes['weights_file_bytes'])}" if sizes.get("weights_file_bytes") else ""))
+    lines.append(f"weights: {number(sizes.get('weights_bytes'))} (inside the library unless a weights file is listed)")
+    lines.append(f"build: {summary['build_seconds']:.1f} s")
+    return "\n".join(lines)
 
 
 def _tune_config(args):
@@ -128,6 +287,16 @@ def _tune_config(args):
     return TuneConfig(trials=args.tune_trials, minutes=args.tune_minutes, database_dir=db, rpc=rpc)
 
 
+def _prune_config(args):
+    from .passes.prune_config import PruneConfig
+
+    if args.prune is None:
+        if args.prune_criterion != "l1" or args.no_reconstruct:
+            raise TvmcompressError("--prune-criterion and --no-reconstruct need --prune SPEC, such as channel:0.5")
+        return None
+    return PruneConfig.parse(args.prune, criterion=args.prune_criterion, reconstruct=not args.no_reconstruct)
+
+
 def _quantize_config(args):
     from .passes.quantize_config import QuantizeConfig
 
@@ -135,7 +304,8 @@ def _quantize_config(args):
         return None
     exclude = tuple(name for name in args.exclude.split(",") if name)
     return QuantizeConfig(
-        mode=args.quantize, calibration_method=args.calibration_method, percentile=args.percentile, exclude=exclude
+        mode=args.quantize, calibration_method=args.calibration_method, percentile=args.percentile, exclude=exclude,
+        bias_correction=not args.no_bias_correction,
     )
 
 
@@ -170,6 +340,12 @@ def _cmd_inspect(args) -> int:
     from . import api
     from .config import parse_input_shape
 
+    if os.path.isdir(args.model):
+        if args.input_shape:
+            raise TvmcompressError("--input-shape applies to ONNX models; an artifact's shapes are fixed: drop it")
+        summary = artifact_summary(api.load(args.model))
+        print(json.dumps(summary, indent=2, sort_keys=True) if args.json else format_artifact(summary))
+        return EXIT_OK
     stats = api.inspect(args.model, dict(parse_input_shape(s) for s in args.input_shape))
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
@@ -216,6 +392,51 @@ def _cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def _cmd_analyze(args) -> int:
+    from . import api
+    from .config import parse_input_shape
+    from .passes.quantize_config import QuantizeConfig
+    from .quant_analysis import format_analysis
+
+    config = QuantizeConfig(calibration_method=args.calibration_method, percentile=args.percentile,
+                            bias_correction=not args.no_bias_correction)
+    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    analysis = api.analyze(args.model, args.calibration, args.eval_data, config, input_shapes=shapes)
+    print(json.dumps(analysis, indent=2, sort_keys=True) if args.json else format_analysis(analysis))
+    return EXIT_OK
+
+
+def _cmd_cache(args) -> int:
+    from .cache import ArtifactCache, clear_everything, default_cache_dir
+
+    if args.all and (args.action != "clear" or args.cache_dir):
+        raise TvmcompressError("--all goes with `cache clear` of the default cache only: drop --cache-dir")
+    cache = ArtifactCache(args.cache_dir or default_cache_dir())
+    if args.action == "info":
+        info = cache.info()
+    else:
+        info = clear_everything() if args.all else cache.clear()
+    if args.json:
+        print(json.dumps({"action": args.action, **info.to_json()}, indent=2, sort_keys=True))
+    elif args.action == "info":
+        print(f"{info.directory}: {info.entries} artifacts, {info.bytes:,} bytes")
+    else:
+        print(f"cleared {info.directory}: {info.entries} artifacts, {info.bytes:,} bytes")
+    return EXIT_OK
+
+
+def _cmd_export(args) -> int:
+    from . import api
+
+    summary = api.load(args.artifact).export(args.output, static=args.static, name=args.name)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2, sort_keys=True))
+    else:
+        kind = "static" if summary.static else "shared"
+        print(f"wrote {args.output}: {kind} bundle '{summary.name}' for {summary.target}, {sum(summary.files.values()):,} B")
+    return EXIT_OK
+
+
 def _cmd_targets(args) -> int:
     from . import api
 
@@ -229,13 +450,16 @@ def _cmd_targets(args) -> int:
     return EXIT_OK
 
 
-_GLOBAL_FLAGS = ("--debug", "-q", "--quiet")
+_GLOBAL_FLAGS = ("--debug", "-q", "--quiet", "-v", "--verbose")
 _COMMANDS = {
     "compile": _cmd_compile,
     "run": _cmd_run,
     "inspect": _cmd_inspect,
     "bench": _cmd_bench,
+    "export": _cmd_export,
     "targets": _cmd_targets,
+    "cache": _cmd_cache,
+    "analyze": _cmd_analyze,
 }
 
 
@@ -243,10 +467,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     quiet = "-q" in argv or "--quiet" in argv
+    # Progress logs are for a person at a terminal: a build system capturing stderr gets warnings and the one
+    # error line only, unless it asks for progress with -v.
+    verbose = "-v" in argv or "--verbose" in argv or (sys.stderr.isatty() and not quiet)
     argv = [a for a in argv if a not in _GLOBAL_FLAGS]
     try:
         args = _build_parser().parse_args(argv)
-        level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+        level = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         return _COMMANDS[args.command](args)
     except TvmcompressError as err:

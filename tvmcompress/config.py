@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from .errors import TvmcompressError
 from .passes.quantize_config import QuantizeConfig
+from .passes.prune_config import PruneConfig
 
 
 def _freeze_shapes(shapes: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -75,6 +76,42 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class Budgets:
+    """Device limits a build must fit (`--max-ram`, `--max-flash`), in bytes; None: no limit.
+
+    RAM is the peak activation memory of the static memory plan; flash is model.so + a separate weights file +
+    the TVM runtime for the target's architecture (see tvmcompress/footprint.py). Not part of the artifact or
+    its cache key: the same build is checked against any budget.
+    """
+
+    max_ram_bytes: int | None = None
+    max_flash_bytes: int | None = None
+
+    def __post_init__(self):
+        for flag, value in (("--max-ram", self.max_ram_bytes), ("--max-flash", self.max_flash_bytes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise TvmcompressError(f"{flag} must be a positive number of bytes, got {value!r}")
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """`65536`, `64K`/`64KiB` (x1024), `2M`/`2MiB`, `1G`/`1GiB`: the CLI form of --max-ram / --max-flash."""
+    units = {"": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+             "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30, "B": 1}
+    raw = text.strip().upper()
+    number = raw.rstrip("KMGIB")
+    unit = raw[len(number):]
+    try:
+        if unit not in units:
+            raise ValueError
+        value = float(number) * units[unit]
+    except ValueError:
+        raise TvmcompressError(f"bad {flag} '{text}': use a number of bytes such as 262144, 256K or 4M") from None
+    if value < 1:
+        raise TvmcompressError(f"{flag} must be a positive number of bytes, got '{text}'")
+    return int(value)
+
+
+@dataclass(frozen=True)
 class CompileOptions:
     """What `tvmcompress compile` does besides choosing the model and target.
 
@@ -87,7 +124,19 @@ class CompileOptions:
     cores: int | None = None
     tune: TuneConfig | None = None  # None: default schedules only
     quantize: QuantizeConfig | None = None  # None: keep the model's float32
-    calibration: str | None = None  # .npz of calibration inputs (static int8)
+    calibration: str | None = None  # .npz of calibration inputs (static int8; pruning's criterion/reconstruction)
+    prune: PruneConfig | None = None  # None: no pruning
+    separate_weights: bool = False  # weights in OUT/weights.bin, loaded at run/create time, not in model.so
+    cluster_bits: int | None = None  # k-means weight sharing, 2^B values per layer (passes/cluster_weights.py)
+    compress_weights: bool = False  # entropy-coded separate weights (tvmcompress/weight_codec.py)
+    # A block-sparse layer runs the BSR kernel only when measured at least this much faster than dense.
+    sparse_min_speedup: float = 1.2
+    # .npz of evaluation inputs (+ optional `label`): what --accuracy-budget measures (tvmcompress/quant_analysis.py).
+    eval_data: str | None = None
+    # --accuracy-budget: int8 may lose at most this many points of the eval metric; layers fall back to float.
+    accuracy_budget: float | None = None
+    # --prune-budget: pruning may lose at most this many points; per-group ratios from sensitivity (prune_budget.py).
+    prune_budget: float | None = None
 
     @classmethod
     def create(
@@ -98,24 +147,62 @@ class CompileOptions:
         tune: TuneConfig | None = None,
         quantize: QuantizeConfig | None = None,
         calibration: str | None = None,
+        prune: PruneConfig | None = None,
+        separate_weights: bool = False,
+        cluster_bits: int | None = None,
+        compress_weights: bool = False,
+        sparse_min_speedup: float = 1.2,
+        eval_data: str | None = None,
+        accuracy_budget: float | None = None,
+        prune_budget: float | None = None,
     ) -> "CompileOptions":
+        if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
+            raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
+        if not sparse_min_speedup > 0:
+            raise TvmcompressError(f"--sparse-min-speedup must be positive, got {sparse_min_speedup}")
         if cores is not None and cores < 1:
             raise TvmcompressError(f"cores must be at least 1, got {cores}")
         if quantize is not None and quantize.mode == "int8" and calibration is None:
             raise TvmcompressError(
                 "--quantize int8 needs --calibration FILE.npz: a few hundred representative inputs to measure ranges"
             )
-        if calibration is not None and (quantize is None or quantize.mode != "int8"):
-            raise TvmcompressError("--calibration is used by --quantize int8 only: drop it or add --quantize int8")
+        if calibration is not None and (quantize is None or quantize.mode != "int8") and prune is None \
+                and cluster_bits is None:
+            raise TvmcompressError(
+                "--calibration is used by --quantize int8 and --prune only: drop it or add --quantize int8 / --prune"
+            )
+        if prune is not None and prune.needs_calibration and calibration is None:
+            raise TvmcompressError("--prune-criterion activation needs --calibration FILE.npz: inputs to measure")
+        if accuracy_budget is not None:
+            if quantize is None or quantize.mode != "int8" or eval_data is None:
+                raise TvmcompressError("--accuracy-budget needs --quantize int8 and --eval-data FILE.npz to measure on")
+            if not accuracy_budget >= 0:
+                raise TvmcompressError(f"--accuracy-budget must be >= 0 points, got {accuracy_budget}")
+        if prune_budget is not None:
+            if prune is None or (prune.step("channel") is None and prune.step("unstructured") is None):
+                raise TvmcompressError("--prune-budget needs --prune with a channel:R or unstructured:S step, "
+                                       "such as --prune channel:0.5")
+            if eval_data is None:
+                raise TvmcompressError("--prune-budget needs --eval-data FILE.npz: inputs (+ optional 'label') "
+                                       "to measure the accuracy loss on")
+            if not prune_budget >= 0:
+                raise TvmcompressError(f"--prune-budget must be >= 0 points, got {prune_budget}")
         return cls(
             _freeze_shapes(input_shapes), _freeze_consts(const_inputs), cores, tune, quantize,
-            os.path.abspath(calibration) if calibration else None,
+            # --compress-weights codes the separate weights file: it implies --separate-weights.
+            os.path.abspath(calibration) if calibration else None, prune, bool(separate_weights or compress_weights),
+            cluster_bits=cluster_bits, compress_weights=bool(compress_weights),
+            sparse_min_speedup=float(sparse_min_speedup),
+            eval_data=os.path.abspath(eval_data) if eval_data else None,
+            accuracy_budget=float(accuracy_budget) if accuracy_budget is not None else None,
+            prune_budget=float(prune_budget) if prune_budget is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
         data["const_inputs"] = {name: list(v) if isinstance(v, tuple) else v for name, v in self.const_inputs}
+        data["prune"] = self.prune.to_json() if self.prune is not None else None
         return data
 
 

@@ -104,12 +104,12 @@ def test_max_ram_below_peak_fails_the_build_and_writes_nothing(built, tmp_path, 
 
 @pytest.mark.slow
 def test_max_ram_from_the_command_line_one_stderr_line_and_no_output(built, tmp_path):
-    """A separate process, as a build system runs it: exit 2, exactly one stderr line (-q: no progress logs),
-    nothing on stdout, nothing at OUT."""
+    """A separate process, as a build system runs it (stderr captured, not a terminal: no progress logs without
+    -v): exit 2, exactly one stderr line, nothing on stdout, nothing at OUT."""
     model, _, artifact = built
     peak = artifact.manifest["memory"]["peak_activation_bytes"]
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "tvmcompress.cli", "-q", "compile", str(model), "-o", str(out),
+    command = [sys.executable, "-m", "tvmcompress.cli", "compile", str(model), "-o", str(out),
                "--max-ram", str(peak // 2)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr

@@ -91,6 +91,21 @@ def test_key_covers_calibration_bytes_and_versions(tmp_path, monkeypatch):
     assert cache_mod.cache_key(model, "host", options) not in (before, after)
 
 
+def test_key_covers_eval_data_bytes(tmp_path):
+    import numpy as np
+
+    model = zoo.mlp().SerializeToString()
+    calib, evaluation = tmp_path / "calib.npz", tmp_path / "eval.npz"
+    np.savez(calib, x=np.zeros((4, 1, 32), np.float32))
+    np.savez(evaluation, x=np.zeros((4, 1, 32), np.float32), label=np.zeros(4, np.int64))
+    options = CompileOptions.create(
+        quantize=QuantizeConfig(mode="int8"), calibration=str(calib), eval_data=str(evaluation), accuracy_budget=1.0
+    )
+    before = cache_mod.cache_key(model, "host", options)
+    np.savez(evaluation, x=np.ones((4, 1, 32), np.float32), label=np.ones(4, np.int64))  # same path, new contents
+    assert cache_mod.cache_key(model, "host", options) != before
+
+
 def test_cli_json_reports_hit_and_cache_clear(fresh, tmp_path, capsys):
     model, _, _ = fresh
     cache = tmp_path / "c"
