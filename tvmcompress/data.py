@@ -1,7 +1,8 @@
 """The `.npz` data contract used by run, calibration and evaluation.
 
 Keys are the model's input names. Each array is that input stacked along axis 0: `[N*B, ...]` for a model batch
-of `B`, so an npz holds N samples. Evaluation files may add `label` (int64 [N]).
+of `B`, so an npz holds N model calls. Evaluation files may add `label` (int64 [N*B]): one label per row, i.e.
+per output row of a classifier, whatever the model's batch.
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ def validate_inputs(data: dict[str, np.ndarray], inputs: Sequence, *, source: st
     if len(counts) > 1:
         raise TvmcompressError(f"{source}: inputs hold different numbers of samples ({sorted(counts)}): stack the same N for each")
     n = counts.pop() if counts else 0
-    if allow_label and LABEL_KEY in data and data[LABEL_KEY].shape[0] != n:
-        raise TvmcompressError(f"{source}: '{LABEL_KEY}' has {data[LABEL_KEY].shape[0]} entries for {n} samples: give one label per sample")
+    if allow_label and LABEL_KEY in data:
+        # One label per stacked row (N*B), so a batched classifier's every output row has its label.
+        rows = max((data[name].shape[0] for name, spec in expected.items() if tuple(spec.shape)), default=n)
+        if data[LABEL_KEY].ndim != 1 or data[LABEL_KEY].shape[0] != rows:
+            raise TvmcompressError(
+                f"{source}: '{LABEL_KEY}' has shape {list(data[LABEL_KEY].shape)} for {rows} input rows: give one "
+                f"label per row, shape [{rows}]"
+            )
     return n
 
 
