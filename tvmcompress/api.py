@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -132,12 +133,14 @@ def _compile_fresh(
     from . import weight_compression
 
     mod = weight_compression.fold_affine(mod, options)  # NOTE: before pruning: magnitudes as the layer scales them
-    mod, pruning = _prune(mod, options, inputs)
+    # The calibration .npz is read and checked once, when the first step that uses it asks for it.
+    calibration = functools.cache(lambda: _calibration_batches(options.calibration, inputs))
+    mod, pruning = _prune(mod, options, inputs, calibration)
     pruned = mod
     mod, clustering = weight_compression.cluster(
-        mod, options, _calibration_batches(options, inputs) if options.cluster_bits is not None else None
+        mod, options, calibration() if options.cluster_bits is not None else None
     )
-    mod, quantization = _quantize(mod, options, preset, inputs)
+    mod, quantization = _quantize(mod, options, preset, inputs, calibration)
     quantized = mod if quantization is not None else None
     mod, sparse_layers = weight_compression.sparse_kernels(mod, options, preset)
 
@@ -263,31 +266,26 @@ def _save_relax_module(mod, path: str) -> None:
         f.write(tvm.ir.save_json(mod))
 
 
-def _calibration_batches(options: CompileOptions, inputs):
-    """The calibration .npz as a list of input batches, or None without --calibration."""
-    if not options.calibration:
+def _calibration_batches(path: str | None, inputs) -> list | None:
+    """The calibration .npz at `path`, checked against the model's inputs, as a list of model calls; None
+    without one."""
+    if not path:
         return None
     from .data import iterate_batches, load_npz, validate_inputs
 
-    arrays = load_npz(options.calibration)
-    validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
+    arrays = load_npz(path)
+    validate_inputs(arrays, inputs, source=f"calibration file {path}")
     return list(iterate_batches(arrays, inputs))
 
 
-def _prune(mod, options: CompileOptions, inputs) -> tuple[Any, dict | None]:
-    """Apply --prune (tvmcompress.pruning); the calibration .npz, when given, feeds the activation criterion,
-    layer ranking and reconstruction."""
+def _prune(mod, options: CompileOptions, inputs, read_calibration) -> tuple[Any, dict | None]:
+    """Apply --prune (tvmcompress.pruning); the calibration .npz (`read_calibration()`), when given, feeds the
+    activation criterion, layer ranking and reconstruction."""
     if options.prune is None:
         return mod, None
     from .pruning import prune
 
-    calibration = None
-    if options.calibration:
-        from .data import iterate_batches, load_npz, validate_inputs
-
-        arrays = load_npz(options.calibration)
-        validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
-        calibration = iterate_batches(arrays, inputs)
+    calibration = read_calibration()
     if options.prune_budget is not None:  # per-group ratios from measured sensitivity (prune_budget.py)
         from .prune_budget import prune_within_budget
 
@@ -296,7 +294,9 @@ def _prune(mod, options: CompileOptions, inputs) -> tuple[Any, dict | None]:
     return prune(mod, options.prune, calibration)
 
 
-def _quantize(mod, options: CompileOptions, preset: presets.TargetPreset, inputs) -> tuple[Any, dict | None]:
+def _quantize(
+    mod, options: CompileOptions, preset: presets.TargetPreset, inputs, read_calibration
+) -> tuple[Any, dict | None]:
     """Apply --quantize: calibrate on the .npz (static int8), with the activation type the target's int8 dot
     product takes (x86 vpdpbusd multiplies uint8 by int8; ARM sdot int8 by int8).
 
@@ -328,15 +328,9 @@ def _quantize(mod, options: CompileOptions, preset: presets.TargetPreset, inputs
                 "run on widening multiplies and may not beat float32; consider %s",
                 preset.name, "x86-64-avx512" if x86 else "aarch64-dotprod",
             )
-    calibration = None
-    if options.calibration:
-        from .data import iterate_batches, load_npz, validate_inputs
-
-        arrays = load_npz(options.calibration)
-        validate_inputs(arrays, inputs, source=f"calibration file {options.calibration}")
-        calibration = iterate_batches(arrays, inputs)
+    calibration = read_calibration()
     if options.eval_data and config.mode == "int8":
-        return _quantize_with_eval_data(mod, config, list(calibration), options, inputs)
+        return _quantize_with_eval_data(mod, config, calibration, options, inputs)
     return quantize(mod, config, calibration)
 
 
@@ -376,7 +370,6 @@ def analyze(
 ) -> dict[str, Any]:
     """int8 sensitivity of each conv/matmul (tvmcompress/quant_analysis.py): output SQNR against fp32 and the
     eval metric with only that layer quantized; eval data defaults to the calibration data."""
-    from .data import iterate_batches, load_npz, validate_inputs
     from .passes.quantize import is_prequantized
     from .passes.quantize_config import QuantizeConfig
     from .quant_analysis import analyze_layers
@@ -384,11 +377,7 @@ def analyze(
     canonical = frontend.canonicalize(frontend.load_model(model), input_shapes or {})
     frontend.check_supported(canonical)
     inputs, _ = frontend.model_io(canonical)
-    calibration = os.fspath(calibration)
-    arrays = load_npz(calibration)
-    validate_inputs(arrays, inputs, source=f"calibration file {calibration}")
-    arrays.pop("label", None)
-    batches = list(iterate_batches(arrays, inputs))
+    batches = _calibration_batches(os.fspath(calibration), inputs)
     data = _eval_data(os.fspath(eval_data), inputs) if eval_data is not None else None
     mod = frontend.import_to_relax(canonical)
     if is_prequantized(mod):
