@@ -55,11 +55,18 @@ class RpcTarget:
 @dataclass(frozen=True)
 class TuneConfig:
     trials: int | None = None  # total measured candidates across tasks
-    minutes: float | None = None  # wall-clock budget; tuning stops at the first round boundary past it
+    minutes: float | None = None  # wall-clock budget; tuning stops after the first measured batch past it
     database_dir: str | None = None  # shared database (--tuning-db); None: only this build's tuning/ dir
     rpc: RpcTarget | None = None
     builder_timeout_s: float = DEFAULT_BUILDER_TIMEOUT_S
-    trials_per_round: int = 64
+    # Candidates per measured batch of one task (MetaSchedule's num_trials_per_iter). 32 rather than MetaSchedule's
+    # usual 64: on 2 cores a batch takes about a minute, and smaller batches retrain the cost model twice as often
+    # within a 30-minute budget.
+    trials_per_round: int = 32
+    # Tasks under this share of the model's default-schedule time are not tuned (see tuning._worth_tuning).
+    min_task_share: float = 0.005
+    # Parallel candidate builds (LLVM compiles one candidate per process); None: one per core.
+    builder_workers: int | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -166,7 +173,11 @@ class CompileOptions:
             raise TvmcompressError(
                 "--quantize int8 needs --calibration FILE.npz: a few hundred representative inputs to measure ranges"
             )
-        if calibration is not None and (quantize is None or quantize.mode != "int8") and prune is None \
+        if quantize is not None and quantize.smoothquant is not None and calibration is None:
+            raise TvmcompressError(
+                "--smoothquant needs --calibration FILE.npz: inputs to measure each activation channel's range on"
+            )
+        if calibration is not None and (quantize is None or not quantize.needs_calibration) and prune is None \
                 and cluster_bits is None:
             raise TvmcompressError(
                 "--calibration is used by --quantize int8 and --prune only: drop it or add --quantize int8 / --prune"

@@ -125,3 +125,40 @@ def test_tune_config_validation():
         RpcTarget.parse("localhost", "key")
     with pytest.raises(TvmcompressError, match="--rpc-key"):
         RpcTarget.parse("127.0.0.1:9190", "")
+
+
+def test_the_budget_goes_to_the_tasks_that_hold_the_time():
+    failed = tuning.FAILED_RUN_S
+    # 60% + 30% + 6% cover 95%; the 3% and 1% tails are not tuned; a default that failed is always tuned.
+    assert tuning._worth_tuning([0.30, 0.03, 0.60, 0.01, 0.06], 0.005) == {0, 2, 4}
+    assert tuning._worth_tuning([0.5, failed, 0.5], 0.005) == {0, 1, 2}
+    # A task under the minimum share is skipped even before 95% is reached.
+    assert tuning._worth_tuning([0.9, 0.004, 0.004], 0.005) == {0}
+
+
+def test_a_default_decision_needs_no_record_but_a_tuned_one_does(lowered, tmp_path):
+    target, _, _, tasks = lowered
+    func = tasks[0].dispatched[0]
+    database = tuning.open_database(str(tmp_path))
+    default = tuning.TaskDecision(**_decision(func, target, "default"))
+    tuned = tuning.TaskDecision(**_decision(func, target, "tuned"))
+    assert tuning._covered(func, default, database)
+    assert not tuning._covered(func, tuned, database)
+    assert not tuning._covered(func, None, database)
+    _marked_record(func, database, target, 1e-6)
+    assert tuning._covered(func, tuned, database)
+
+
+def test_time_share_policy_follows_the_time_and_moves_on_from_stale_tasks():
+    policy = tuning.TimeSharePolicy([0.010, 0.004, 0.001], deadline=100.0)
+    assert policy.pick([0, 1, 2], now=0.0) == 0
+    policy.record(0, 0.003)  # tuned below task 1: task 1 now holds the most time
+    assert policy.pick([0, 1, 2], now=1.0) == 1
+    policy.record(1, 0.0045)  # no gain: discounted to 0.002, below task 0's 0.003
+    assert policy.pick([0, 1, 2], now=2.0) == 0
+    policy.record(0, 0.00299)  # under 1% better counts as no gain: 0.0015, below task 1's 0.002
+    assert policy.pick([0, 1, 2], now=3.0) == 1
+    assert policy.pick([2], now=4.0) == 2  # terminated tasks are not picked
+    assert policy.pick([0, 1, 2], now=101.0) == -1  # past the deadline
+    assert policy.pick([], now=5.0) == -1
+    assert tuning.TimeSharePolicy([1.0], deadline=None).pick([0], now=1e12) == 0

@@ -33,6 +33,7 @@ DECISIONS_FILE = "decisions.json"
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 FAILED_RUN_S = 1e9  # what MetaSchedule records for a candidate that failed to build or run
+_UNLIMITED_TRIALS = 1 << 30  # a minutes-only budget: the deadline ends tuning, not a trial count
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TaskDecision:
     default_s: float
     tuned_s: float
     use: str  # "tuned" or "default"
+    note: str = ""  # why a task was not tuned
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -131,7 +133,7 @@ def cross_export(compiler: str) -> Callable[[tvm.runtime.Module], str]:
 
 def _builder(config: TuneConfig, export: Callable | None) -> ms.builder.Builder:
     return ms.builder.LocalBuilder(
-        max_workers=1, timeout_sec=config.builder_timeout_s, f_build=build_candidate, f_export=export
+        max_workers=config.builder_workers or max(1, os.cpu_count() or 1), timeout_sec=config.builder_timeout_s, f_build=build_candidate, f_export=export
     )
 
 
@@ -184,19 +186,80 @@ class _ProgressCallback:
         @derived_object
         class _Callback(ms.measure_callback.PyMeasureCallback):
             def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-                outer.trials += len(runner_results)
-                for result in runner_results:
-                    if result.run_secs and not result.error_msg:
-                        mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
-                        outer.best[task_id] = min(outer.best.get(task_id, FAILED_RUN_S), mean)
-                total = f"/{outer.total}" if outer.total else ""
-                log.info(
-                    "tuning: %d trials%s, %d tasks measured, best of task %d: %.4f ms, sum of bests %.3f ms",
-                    outer.trials, total, len(outer.best), task_id,
-                    outer.best.get(task_id, float("nan")) * 1e3, sum(outer.best.values()) * 1e3,
-                )
+                outer.record(task_id, runner_results)
 
         return _Callback()
+
+    def record(self, task_id: int, runner_results) -> None:
+        self.trials += len(runner_results)
+        for result in runner_results:
+            if result.run_secs and not result.error_msg:
+                mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                self.best[task_id] = min(self.best.get(task_id, FAILED_RUN_S), mean)
+        total = f"/{self.total}" if self.total else ""
+        log.info(
+            "tuning: %d trials%s, %d tasks measured, best of task %d: %.4f ms, sum of bests %.3f ms",
+            self.trials, total, len(self.best), task_id,
+            self.best.get(task_id, float("nan")) * 1e3, sum(self.best.values()) * 1e3,
+        )
+
+
+class TimeSharePolicy:
+    """Which task gets the next batch: the one that holds the most of the model's time now.
+
+    A task's cost is its weight (calls per model run) times its best latency so far, starting from our default
+    schedule's. A task whose last batches did not improve it by 1% has its cost discounted by `decay` per such
+    batch, so the budget moves on once a task stops paying. Unlike MetaSchedule's gradient scheduler, there is no
+    warm-up round that gives every task a batch first: on 2 cores a batch takes about a minute, and a task whose
+    default is already good may never deserve one. Plain Python, so it is testable without MetaSchedule.
+    """
+
+    def __init__(self, costs: list[float], deadline: float | None, decay: float = 0.5):
+        self.cost = list(costs)
+        self.stale = [0] * len(costs)
+        self.deadline = deadline
+        self.decay = decay
+
+    def record(self, task: int, weighted_best_s: float) -> None:
+        if weighted_best_s < 0.99 * self.cost[task]:
+            self.cost[task], self.stale[task] = weighted_best_s, 0
+        else:
+            self.stale[task] += 1
+
+    def pick(self, alive: list[int], now: float) -> int:
+        """The next task, or -1 when the deadline has passed or no task is left."""
+        if not alive or (self.deadline is not None and now > self.deadline):
+            return -1
+        return max(alive, key=lambda i: (self.cost[i] * self.decay ** self.stale[i], -i))
+
+
+def _time_share_scheduler(policy: TimeSharePolicy, weights: list[float]):
+    """A MetaSchedule task scheduler driven by `policy`. Each batch is joined before the next is chosen, so the
+    choice sees its results (the runner works while the next batch's candidates are searched and built, in the
+    stock schedulers; on 2 cores those compete for the same cores anyway)."""
+
+    @derived_object
+    class _TimeShareScheduler(ms.task_scheduler.PyTaskScheduler):
+        def __init__(self):
+            super().__init__()
+            self.running: int | None = None
+
+        def next_task_id(self) -> int:
+            records = self._outer().tasks_
+            if self.running is not None and not records[self.running].is_terminated:
+                results = self.join_running_task(self.running)
+                best = min((_mean(r.run_secs) for r in results if not r.error_msg), default=FAILED_RUN_S)
+                policy.record(self.running, best * weights[self.running])
+            alive = [i for i, r in enumerate(records) if not r.is_terminated]
+            self.running = policy.pick(alive, time.perf_counter())
+            if self.running == -1:
+                if alive:
+                    log.info("tuning: the time budget is spent; stopping")
+                self.running = None
+                return -1
+            return self.running
+
+    return _TimeShareScheduler()
 
 
 def tune(
@@ -220,10 +283,7 @@ def tune(
 
     tasks = ms.relax_integration.extract_tasks(task_mod, target)
     tasks = [t for t in tasks if not t.dispatched[0].attrs or not t.dispatched[0].attrs.get("tirx.is_scheduled", False)]
-    pending = [
-        t for t in tasks
-        if (_workload_key(t.dispatched[0]), target_key) not in decisions or not database.has_workload(t.dispatched[0])
-    ]
+    pending = [t for t in tasks if not _covered(t.dispatched[0], decisions.get((_workload_key(t.dispatched[0]), target_key)), database)]
     log.info("tuning: %d tasks, %d not in the database %s", len(tasks), len(pending), db_dir)
     if not pending or not config.measures:
         if pending:
@@ -235,55 +295,89 @@ def tune(
     # module itself becomes scheduled and MetaSchedule searches (and keys records by) the wrong function.
     default_mods = [default_schedule(tvm.IRModule(dict(t.dispatched[0].functions_items()))) for t in pending]
     builder, runner = _builder(config, export), _runner(config)
-    progress = _ProgressCallback(config.trials)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        pending, os.path.join(work_dir, "logs"), num_threads=1, seed=config.seed
+    # Defaults first: they are the fallback, and they say where the model's time goes, so the budget is spent
+    # on the tasks that hold most of it.
+    log.info("tuning: measuring the default schedules of %d tasks", len(pending))
+    default_secs = _measure(default_mods, target, builder, runner)
+    selected = _worth_tuning([s * t.weight for t, s in zip(pending, default_secs)], config.min_task_share)
+    for i, (task, key, default_s) in enumerate(zip(pending, pending_keys, default_secs)):
+        if i not in selected:
+            note = "not tuned: a small share of the model's time under the default schedules"
+            decisions[(key, target_key)] = TaskDecision(
+                task.task_name, key, target_key, default_s, FAILED_RUN_S, "default", note
+            )
+    chosen = [pending[i] for i in sorted(selected)]
+    log.info(
+        "tuning: %d of %d tasks hold %.0f%% of the default time; tuning those",
+        len(chosen), len(pending), 100 * _share(selected, [s * t.weight for t, s in zip(pending, default_secs)]),
     )
     deadline = start + config.minutes * 60 if config.minutes else None
-    budget = config.trials if config.trials else None
-    # Rounds of tune_tasks: MetaSchedule has no wall-clock budget, so the minutes budget is checked between rounds.
-    # The database persists between rounds, so each round starts from the best records found so far.
-    while True:
-        round_trials = config.trials_per_round * len(contexts)
-        if budget is not None:
-            round_trials = min(round_trials, budget - progress.trials)
-        if round_trials <= 0 or (deadline is not None and time.perf_counter() > deadline):
-            break
+    progress = _ProgressCallback(config.trials)
+    if chosen:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            # The evolutionary search (mutation, feature extraction, cost-model prediction) runs on every core:
+            # it is a large share of each batch's wall time on 2 cores.
+            chosen, os.path.join(work_dir, "logs"), num_threads=os.cpu_count() or 1, seed=config.seed
+        )
+        # A minutes budget without a trial budget sets no trial limit: the scheduler stops at the deadline.
+        policy = TimeSharePolicy([default_secs[i] * pending[i].weight for i in sorted(selected)], deadline)
         ms.tune.tune_tasks(
             tasks=contexts,
             task_weights=weights,
             work_dir=work_dir,
-            max_trials_global=progress.trials + round_trials,
+            max_trials_global=config.trials if config.trials else _UNLIMITED_TRIALS,
             max_trials_per_task=None,
-            num_trials_per_iter=min(config.trials_per_round, 64),
+            num_trials_per_iter=config.trials_per_round,
             builder=builder,
             runner=runner,
             database=database,
             cost_model=ms.cost_model.XGBModel(
-                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True, num_tuning_cores=1
+                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
+                num_tuning_cores=os.cpu_count() or 1,
             ),
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
-            task_scheduler="gradient",
+            task_scheduler=_time_share_scheduler(policy, [float(w) for w in weights]),
         )
-        if budget is None and deadline is None:
-            break
-        if budget is not None and progress.trials >= budget:
-            break
 
     best = _best_records(db_dir)
-    log.info("tuning: measuring the default schedules of %d tasks for the fallback", len(pending))
-    default_secs = _measure(default_mods, target, builder, runner)
-    for task, workload_key, default_s in zip(pending, pending_keys, default_secs):
+    for i in sorted(selected):
+        task, workload_key, default_s = pending[i], pending_keys[i], default_secs[i]
         record = best.get(workload_key)
         tuned_s = _mean(record.run_secs) if record is not None else FAILED_RUN_S
         use = "tuned" if tuned_s < default_s else "default"
         key = (workload_key, target_key)
         decisions[key] = TaskDecision(task.task_name, key[0], target_key, default_s, tuned_s, use)
-        log.info("task %s: default %.4f ms, tuned %.4f ms -> %s", task.task_name, default_s * 1e3, tuned_s * 1e3, use)
+        tuned_ms = f"{tuned_s * 1e3:.4f} ms" if tuned_s < FAILED_RUN_S else "no record"
+        log.info("task %s: default %.4f ms, tuned %s -> %s", task.task_name, default_s * 1e3, tuned_ms, use)
     _save_decisions(db_dir, decisions)
     return TuningSummary(
         len(tasks), len(pending), progress.trials, time.perf_counter() - start, [decisions[k] for k in sorted(decisions)]
     )
+
+
+def _covered(func, decision: TaskDecision | None, database) -> bool:
+    """A task needs no measuring when it has a decision, and the record that decision uses (if tuned)."""
+    return decision is not None and (decision.use == "default" or database.has_workload(func))
+
+
+def _share(indices, costs: list[float]) -> float:
+    total = sum(c for c in costs if c < FAILED_RUN_S)
+    return sum(costs[i] for i in indices) / total if total else 1.0
+
+
+def _worth_tuning(costs: list[float], min_share: float) -> set[int]:
+    """Indices of the costliest tasks that together hold 95% of the total, minus any under `min_share` of it.
+
+    A default that failed to build or run (FAILED_RUN_S) is always tuned: tuning may be its only schedule."""
+    failed = {i for i, c in enumerate(costs) if c >= FAILED_RUN_S}
+    total = sum(c for i, c in enumerate(costs) if i not in failed)
+    chosen, covered = set(failed), 0.0
+    for i in sorted(set(range(len(costs))) - failed, key=lambda i: -costs[i]):
+        if total and (covered >= 0.95 * total or costs[i] < min_share * total):
+            break
+        chosen.add(i)
+        covered += costs[i]
+    return chosen
 
 
 def _mean(run_secs) -> float:
