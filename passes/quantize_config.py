@@ -82,6 +82,13 @@ class QuantizeConfig:
     - `num_bins`: histogram resolution of the calibration observers (bounded memory per observed tensor).
     - `bias_correction`: add back each int8 layer's mean output error due to weight rounding, measured on the
       calibration data (int8 only; passes/bias_correction.py).
+    - `weight_bits`: 8, or 7 (weights in [-63, 63]) for x86 CPUs without VNNI, whose int8 dot product
+      (AVX2 vpmaddubsw) sums u8 x s8 byte pairs in saturating int16: 7-bit weights never saturate (ONNX Runtime's
+      `reduce_range`). api.compile picks it from the target (schedules/int8_intrinsics.py). int8 only.
+    - `smoothquant`: SmoothQuant's alpha in (0, 1) (0.5 is typical), or None: before calibration, divide each
+      matmul's activation channels by s = max|X|^alpha / max|W|^(1-alpha) and multiply the weight rows by s, so
+      that outlier channels stop dominating the per-tensor activation scale (int8 and dynamic-int8; needs
+      calibration data to measure max|X|; passes/smooth_quant.py, applied by api.compile).
     """
 
     mode: QuantMode = "int8"
@@ -92,6 +99,8 @@ class QuantizeConfig:
     exclude: tuple[str, ...] = ()
     num_bins: int = 2048
     bias_correction: bool = True
+    weight_bits: int = 8
+    smoothquant: float | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -108,10 +117,23 @@ class QuantizeConfig:
             raise TvmcompressError("exclude must be a tuple of layer names")
         if not 256 <= self.num_bins <= 1 << 16:
             raise TvmcompressError(f"num_bins must be in [256, 65536], got {self.num_bins}")
+        if isinstance(self.weight_bits, bool) or self.weight_bits not in (7, 8):
+            raise TvmcompressError(f"weight_bits must be 7 or 8, got {self.weight_bits!r}")
+        if self.smoothquant is not None:
+            if isinstance(self.smoothquant, bool) or not isinstance(self.smoothquant, (int, float)) \
+                    or not 0.0 < self.smoothquant < 1.0:
+                raise TvmcompressError(
+                    f"--smoothquant ALPHA must be between 0 and 1, exclusive (0.5 is typical), got {self.smoothquant!r}"
+                )
+            if self.mode not in ("int8", "dynamic-int8"):
+                raise TvmcompressError(
+                    f"--smoothquant applies to --quantize int8 or dynamic-int8 only, not {self.mode}: drop it or "
+                    "change --quantize"
+                )
 
     @property
     def needs_calibration(self) -> bool:
-        return self.mode == "int8"
+        return self.mode == "int8" or self.smoothquant is not None  # SmoothQuant measures max|X| per channel
 
     def to_json(self) -> dict:
         record = asdict(self)

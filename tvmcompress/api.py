@@ -182,6 +182,10 @@ def _compile_fresh(
         if sparse_layers and any(d["sparse"] for d in sparse_layers):
             passes.append({"name": "tvmcompress.SparseDense",
                            "options": {"layers": [d["layer"] for d in sparse_layers if d["sparse"]]}})
+        if quantization is not None and "smoothquant" in quantization:  # on the float module, before quantize
+            smoothing = quantization["smoothquant"]
+            passes.append({"name": "tvmcompress.SmoothQuant",
+                           "options": {"alpha": smoothing["alpha"], "smoothed_layers": smoothing["smoothed_layers"]}})
         if quantization is not None:
             passes.append(
                 {"name": "tvmcompress.fold_prequantized", "options": {}} if "config" not in quantization
@@ -329,9 +333,19 @@ def _quantize(
                 preset.name, "x86-64-avx512" if x86 else "aarch64-dotprod",
             )
     calibration = read_calibration()
+    smoothing = None
+    if config.smoothquant is not None:
+        # NOTE: on the float module, before int8 calibration: calibration then measures the smoothed ranges.
+        from .passes.smooth_quant import smooth_quant
+
+        mod, smoothing = smooth_quant(mod, calibration, config.smoothquant, config.exclude)
     if options.eval_data and config.mode == "int8":
-        return _quantize_with_eval_data(mod, config, calibration, options, inputs)
-    return quantize(mod, config, calibration)
+        quantized, record = _quantize_with_eval_data(mod, config, calibration, options, inputs)
+    else:
+        quantized, record = quantize(mod, config, calibration)
+    if smoothing is not None:
+        record["smoothquant"] = smoothing
+    return quantized, record
 
 
 def _eval_data(path: str, inputs):

@@ -77,6 +77,9 @@ def _build_parser() -> argparse.ArgumentParser:
     q.add_argument("--exclude", default="", metavar="LAYER,...", help="layers to keep in float (see the report)")
     q.add_argument("--no-bias-correction", action="store_true",
                    help="int8: do not add back each layer's mean output error from weight rounding (on by default)")
+    q.add_argument("--smoothquant", type=float, metavar="ALPHA",
+                   help="int8/dynamic-int8: move activation outlier channels into the matmul weights (SmoothQuant, "
+                        "0 < ALPHA < 1, 0.5 is typical; measured on --calibration)")
     q.add_argument("--eval-data", metavar="FILE.npz",
                    help="evaluation inputs (+ optional 'label') that --accuracy-budget and --prune-budget measure on")
     q.add_argument("--accuracy-budget", type=float, metavar="POINTS",
@@ -301,11 +304,13 @@ def _quantize_config(args):
     from .passes.quantize_config import QuantizeConfig
 
     if args.quantize is None:
+        if args.smoothquant is not None:
+            raise TvmcompressError("--smoothquant needs --quantize int8 (or dynamic-int8) and --calibration FILE.npz")
         return None
     exclude = tuple(name for name in args.exclude.split(",") if name)
     return QuantizeConfig(
         mode=args.quantize, calibration_method=args.calibration_method, percentile=args.percentile, exclude=exclude,
-        bias_correction=not args.no_bias_correction,
+        bias_correction=not args.no_bias_correction, smoothquant=args.smoothquant,
     )
 
 

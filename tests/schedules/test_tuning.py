@@ -162,3 +162,18 @@ def test_time_share_policy_follows_the_time_and_moves_on_from_stale_tasks():
     assert policy.pick([0, 1, 2], now=101.0) == -1  # past the deadline
     assert policy.pick([], now=5.0) == -1
     assert tuning.TimeSharePolicy([1.0], deadline=None).pick([0], now=1e12) == 0
+
+
+def test_the_duel_times_default_and_tuned_alternately_and_keeps_the_fastest(monkeypatch):
+    calls = []
+
+    def fake_measure(mods, *_args):
+        calls.append(list(mods))
+        # round 1: d0 t0 d1 t1; round 2: d0 t0 d1 t1
+        return [5.0, 3.0, 2.0, 9.0, 4.0, 3.5, 1.0, 8.0]
+
+    monkeypatch.setattr(tuning, "_measure", fake_measure)
+    result = tuning._duel(["d0", "d1"], ["t0", "t1"], None, None, None)
+    assert calls == [["d0", "t0", "d1", "t1", "d0", "t0", "d1", "t1"]]
+    assert result == [(4.0, 3.0), (1.0, 8.0)]
+    assert tuning._duel([], [], None, None, None) == []
