@@ -62,22 +62,24 @@ def _broadcast_shape(call: relax.Call) -> list[int]:
 class _ProbeWeightError:
     """Add, after each listed layer, `<binding>_bias_error = mean(y - op(x, dequantize(Wq)))` per channel."""
 
-    def __init__(self, bindings: Iterable[str], rules: Mapping[str, QuantRule]):
+    def __init__(self, bindings: Iterable[str], rules: Mapping[str, QuantRule], bits: int = 8):
         self.bindings = frozenset(bindings)
         self.rules = rules
+        self.bits = bits
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Probe(mod, self.bindings, self.rules)
+        rewriter = _Probe(mod, self.bindings, self.rules, self.bits)
         rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(mod["main"]))
         return rewriter.builder_.get()
 
 
 @mutator
 class _Probe(PyExprMutator):
-    def __init__(self, mod, bindings, rules):
+    def __init__(self, mod, bindings, rules, bits):
         super().__init__(mod)
         self.bindings = bindings
         self.rules = rules
+        self.bits = bits
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         if binding.var.name not in self.bindings:
@@ -86,7 +88,7 @@ class _Probe(PyExprMutator):
         rule = self.rules[call.op.name]
         y = rebind(self, binding.var, call)
         axis = rule.weight_channel_axis(call)
-        weight_q, scale = quantize_per_channel(constant_value(call.args[rule.weight]), axis)
+        weight_q, scale = quantize_per_channel(constant_value(call.args[rule.weight]), axis, self.bits)
         dequantized = relax.op.dequantize(
             relax.const(weight_q, "int8"), relax.const(scale, "float32"),
             relax.const(np.zeros(scale.shape, np.int8), "int8"), axis=axis, out_dtype="float32",
@@ -106,12 +108,14 @@ def measure_bias_corrections(
     bindings: Iterable[str],
     rules: Mapping[str, QuantRule] = RULES,
     target: tvm.target.Target | None = None,
+    bits: int = 8,
 ) -> dict[str, np.ndarray]:
-    """{layer binding -> mean over the calibration data of (op(x, W) - op(x, Wq)) per output channel}."""
+    """{layer binding -> mean over the calibration data of (op(x, W) - op(x, Wq)) per output channel}, Wq the
+    `bits`-bit weights QuantizeWeights makes."""
     layers = [layer.binding for layer in find_quantizable_layers(mod, rules) if layer.binding in set(bindings)]
     if not layers:
         return {}
-    probe = ExposeObservationPoints([b + _ERROR_SUFFIX for b in layers])(_ProbeWeightError(layers, rules)(mod))
+    probe = ExposeObservationPoints([b + _ERROR_SUFFIX for b in layers])(_ProbeWeightError(layers, rules, bits)(mod))
     target = target or tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
     log.info("bias correction: measuring the int8 weight error of %d layers", len(layers))
     vm = relax.VirtualMachine(tvm.compile(probe, target), tvm.cpu())

@@ -115,13 +115,15 @@ def _quantize_int8(mod, config, calibration_data, target, record):
     corrections = {}
     if config.bias_correction:
         quantized_layers = [layer.binding for layer in layers if layer.binding not in excluded]
-        corrections = measure_bias_corrections(mod, calibration_data, quantized_layers, RULES, target)
+        corrections = measure_bias_corrections(
+            mod, calibration_data, quantized_layers, RULES, target, config.weight_bits
+        )
     quantized = tvm.transform.Sequential(
         [
             # NOTE: on the float module, before QuantizeWeights: the correction lands in the layer's bias add (or
             # a new one), which FoldQDQToInt8 then folds into the int32 bias.
             CorrectBias(corrections),
-            QuantizeWeights(excluded, RULES),
+            QuantizeWeights(excluded, RULES, config.weight_bits),
             InsertQDQ(table, excluded, RULES),
             FoldQDQToInt8(),
             HoistQuantize(),
@@ -130,7 +132,9 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         ]
     )(mod)
     integer_ops = _count_integer_ops(quantized)
-    record["layers"] = [_layer_record(mod, layer, table, layer.binding in excluded) for layer in layers]
+    record["layers"] = [
+        _layer_record(mod, layer, table, layer.binding in excluded, config.weight_bits) for layer in layers
+    ]
     record["excluded"] = sorted(layer.name for layer in layers if layer.binding in excluded)
     record["integer_ops"] = integer_ops
     if config.bias_correction:
@@ -227,16 +231,19 @@ def _resolve_exclude(layers: list[Layer], names: tuple[str, ...]) -> frozenset[s
     return frozenset(by_name[name] for name in names)
 
 
-def _layer_record(mod: tvm.IRModule, layer: Layer, table: dict[str, QParams], excluded: bool) -> dict:
+def _layer_record(
+    mod: tvm.IRModule, layer: Layer, table: dict[str, QParams], excluded: bool, bits: int = 8
+) -> dict:
     entry = {"name": layer.name, "binding": layer.binding, "op": layer.op, "excluded": excluded}
     if excluded:
         return entry
     entry["activations"] = {name: table[name].to_json() for name in layer.activations if name in table}
     call = _binding_value(mod, layer.binding)
     rule = RULES[layer.op]
-    _, scale = quantize_per_channel(call.args[rule.weight].value.numpy(), rule.weight_channel_axis(call))
+    _, scale = quantize_per_channel(call.args[rule.weight].value.numpy(), rule.weight_channel_axis(call), bits)
     entry["weight"] = {
         "dtype": "int8",
+        "bits": bits,
         "scheme": "symmetric per output channel",
         "channels": int(scale.size),
         "scale_min": float(scale.min()),

@@ -326,9 +326,14 @@ def _quantize(
     if config.mode in ("int8", "dynamic-int8"):
         x86 = str(preset.tvm_target.get("mtriple", "x86_64")).startswith("x86_64")
         config = dataclasses.replace(config, activation_dtype="uint8" if x86 else "int8")
-        if preset.tvm_target.get("kind") == "llvm" and dot_intrin_for(tvm.target.Target(preset.tvm_target)) is None:
+        is_llvm = preset.tvm_target.get("kind") == "llvm"
+        intrin = dot_intrin_for(tvm.target.Target(preset.tvm_target)) if is_llvm else None
+        if intrin is not None and intrin.int16_pairs and config.mode == "int8":
+            # AVX2's vpmaddubsw saturates byte-pair sums to int16: 7-bit weights never do (int8_intrinsics.py).
+            config = dataclasses.replace(config, weight_bits=7)
+        if is_llvm and intrin is None:
             log.warning(
-                "target %s has no fast int8 dot product (AVX512-VNNI/AVX-VNNI, or ARM dotprod): int8 layers will "
+                "target %s has no fast int8 dot product (AVX2, AVX512-VNNI, or ARM dotprod): int8 layers will "
                 "run on widening multiplies and may not beat float32; consider %s",
                 preset.name, "x86-64-avx512" if x86 else "aarch64-dotprod",
             )

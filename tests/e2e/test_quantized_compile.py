@@ -37,6 +37,13 @@ def test_int8_cli_keeps_accuracy_and_shrinks_weights(tmp_path):
     manifest = json.loads((int8 / "manifest.json").read_text())
     record = manifest["quantization"]
     assert record["integer_ops"] == 3 and record["config"]["calibration_method"] == "percentile"
+    # An x86 host without VNNI (AVX2: vpmaddubsw's int16 pair sums) gets 7-bit weights, recorded in the manifest.
+    from tvmcompress.schedules.cpu_pipeline import host_target
+    from tvmcompress.schedules.int8_intrinsics import dot_intrin_for
+
+    intrin = dot_intrin_for(host_target())
+    assert record["config"]["weight_bits"] == (7 if intrin is not None and intrin.int16_pairs else 8)
+    assert {layer["weight"]["bits"] for layer in record["layers"]} == {record["config"]["weight_bits"]}
     assert "tvmcompress.quantize" in [p["name"] for p in manifest["passes"]]
     assert "calibration" in manifest["hashes"]["inputs"]
     fp32_weights = json.loads((fp32 / "manifest.json").read_text())["sizes"]["weights_bytes"]

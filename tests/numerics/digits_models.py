@@ -43,9 +43,12 @@ def with_batch(model: onnx.ModelProto, batch: int) -> tvm.IRModule:
     return import_to_relax(canonicalize(model, {name: shape}))
 
 
-def accuracy(mod: tvm.IRModule, x: np.ndarray, y: np.ndarray) -> float:
-    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-    vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
+def accuracy(mod: tvm.IRModule, x: np.ndarray, y: np.ndarray, executable=None) -> float:
+    """Top-1 accuracy in percent of `mod` (built with TVM's default pipeline unless `executable` is given)."""
+    if executable is None:
+        target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+        executable = tvm.compile(mod, target)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
     shape = [int(d) for d in mod["main"].params[0].ty.shape]
     predictions = [
         vm["main"](tvm.runtime.tensor(x[i : i + BATCH].reshape(shape))).numpy().argmax(-1)

@@ -38,3 +38,28 @@ def test_int8_loses_at_most_one_point(digits_models, digits_data, fp32_accuracy,
     int8_accuracy = accuracy(quantized, x_test, y_test)
     print(f"{model} int8 {method}: {int8_accuracy:.2f} % (fp32 {fp32_accuracy[model]:.2f} %)")
     assert int8_accuracy >= fp32_accuracy[model] - 1.0
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "digits_mlp"])
+def test_int8_with_7_bit_weights_on_the_avx2_kernels(digits_models, digits_data, fp32_accuracy, model):
+    # What api.compile does for an x86 CPU without VNNI: uint8 activations and 7-bit weights ([-63, 63], so that
+    # vpmaddubsw's int16 pair sums never saturate), built with cpu_pipeline so that on an AVX2 host the convs and
+    # the dense layers run on the vpmaddubsw kernels. Same bound as above: at most 1.0 point lost.
+    import tvm
+
+    from tvmcompress.schedules.cpu_pipeline import cpu_pipeline, host_target
+    from tvmcompress.schedules.int8_intrinsics import AVX2, dot_intrin_for
+
+    x_train, x_test, y_test = digits_data
+    mod = digits_models[model]
+    config = QuantizeConfig(activation_dtype="uint8", weight_bits=7)
+    quantized, record = quantize(mod, config, calibration(mod, x_train))
+    assert record["integer_ops"] == len(record["layers"])
+    assert {layer["weight"]["bits"] for layer in record["layers"]} == {7}
+    target = host_target()
+    executable = tvm.compile(quantized, target, relax_pipeline=cpu_pipeline(target))
+    if dot_intrin_for(target) is AVX2:
+        assert "vpmaddubsw" in executable.mod.imports[0].inspect_source("asm")
+    int8_accuracy = accuracy(quantized, x_test, y_test, executable)
+    print(f"{model} int8 7-bit weights: {int8_accuracy:.2f} % (fp32 {fp32_accuracy[model]:.2f} %)")
+    assert int8_accuracy >= fp32_accuracy[model] - 1.0

@@ -7,6 +7,7 @@ from tvmcompress.passes.quantize_config import QParams, QuantizeConfig
 def test_defaults_are_valid_and_serialize():
     config = QuantizeConfig()
     assert config.to_json()["exclude"] == [] and config.needs_calibration
+    assert config.to_json()["weight_bits"] == 8 and QuantizeConfig(weight_bits=7).to_json()["weight_bits"] == 7
 
 
 @pytest.mark.parametrize(
@@ -18,6 +19,8 @@ def test_defaults_are_valid_and_serialize():
         {"activation_dtype": "int16"},
         {"exclude": ["conv2d_0"]},  # a list would make the frozen config unhashable
         {"num_bins": 16},
+        {"weight_bits": 4},
+        {"weight_bits": True},
     ],
 )
 def test_invalid_values_fail_at_construction(kwargs):

@@ -67,3 +67,25 @@ def test_conv_channel_axis_follows_kernel_layout():
     q, scale = quantize_per_channel(weight, axis=3)
     assert scale.shape == (4,) and np.all(np.abs(q).max(axis=(0, 1, 2)) == 127)
     np.testing.assert_allclose(q * scale, weight, atol=scale.max() / 2 + 1e-7)
+
+
+def test_quantize_weights_7_bit_for_avx2():
+    # weight_bits=7 (x86 without VNNI): values in [-63, 63], scale max|W_c| / 63; 0.5 / (0.5 / 63) * 0.125 = 15.75.
+    w_q7 = np.array([[63, -63], [25, 16]], np.int8)
+    scale7 = np.array([np.float32(1.27) / 63, np.float32(0.5) / 63], np.float32)
+
+    @I.ir_module
+    class Expected7:
+        @R.function
+        def main(x: R.Tensor((1, 2), "float32")) -> R.Tensor((1, 2), "float32"):
+            with R.dataflow():
+                w = R.dequantize(R.const(w_q7), R.const(scale7), R.const(np.zeros(2, np.int8)), axis=1,
+                                 out_dtype="float32")
+                y = R.matmul(x, w)
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(QuantizeWeights(bits=7)(Before), Expected7)
+    rng = np.random.default_rng(0)
+    q, _ = quantize_per_channel(rng.standard_normal((64, 32)).astype(np.float32), axis=1, bits=7)
+    assert q.min() == -63 and q.max() == 63

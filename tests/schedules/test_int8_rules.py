@@ -21,7 +21,7 @@ from tvm.s_tir import dlight
 from tvmcompress.frontend import canonicalize, import_to_relax, load_model
 from tvmcompress.passes.quantize import quantize
 from tvmcompress.passes.quantize_config import QuantizeConfig
-from tvmcompress.schedules.int8_rules import SDOT, VNNI, Int8DotProduct, dot_intrin_for, make_int8_legalize_map
+from tvmcompress.schedules.int8_rules import AVX2, SDOT, VNNI, Int8DotProduct, dot_intrin_for, make_int8_legalize_map
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CASCADELAKE = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}
@@ -73,15 +73,27 @@ def _asm(executable) -> str:
 
 
 def _functions(asm: str) -> dict[str, str]:
-    """Assembly split into functions: {symbol: body}, from each `.type sym,@function` to the next."""
+    """Assembly split into functions: {symbol: body}, from each `.type sym,@function` to the next. The body of a
+    parallel loop is a `__tvm_parallel_lambda` function that LLVM emits after the function it belongs to: it is
+    counted as part of that function."""
     parts = re.split(r"\.type\s+([\w.$]+),@function", asm)
-    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+    functions: dict[str, str] = {}
+    owner = None
+    for i in range(1, len(parts) - 1, 2):
+        if "__tvm_parallel_lambda" in parts[i] and owner is not None:
+            functions[owner] += parts[i + 1]
+        else:
+            owner = parts[i]
+            functions[owner] = parts[i + 1]
+    return functions
 
 
 def test_target_intrinsics():
     assert dot_intrin_for(tvm.target.Target(CASCADELAKE)) is VNNI
     assert dot_intrin_for(tvm.target.Target(AARCH64_DOTPROD)) is SDOT
-    assert dot_intrin_for(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"})) is None
+    # AVX2 without VNNI: vpmaddubsw (test_int8_avx2.py); SSE-only x86 has none.
+    assert dot_intrin_for(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"})) is AVX2
+    assert dot_intrin_for(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64"})) is None
     assert dot_intrin_for(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})) is None
 
 
@@ -129,6 +141,30 @@ def test_sdot_build_runs_bit_exact_under_qemu(digits, quantized, tmp_path):
     mod = quantized("int8")
     executable = tvm.compile(mod, target, relax_pipeline=int8_pipeline(target))
     library = tmp_path / "digits_int8_sdot.so"
+    executable.export_library(str(library), fcompile=tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++"))
+    host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    reference = relax.VirtualMachine(tvm.compile(mod, host), tvm.cpu())
+    _, x, _ = digits
+    for i in (0, 123, 359):
+        (out,) = run_under_qemu("aarch64", library, [x[i : i + 1]])
+        np.testing.assert_array_equal(out, reference["main"](tvm.runtime.tensor(x[i : i + 1])).numpy())
+
+
+@pytest.mark.cross
+def test_sdot_cpu_pipeline_build_runs_bit_exact_under_qemu(digits, quantized, tmp_path):
+    # tvmcompress's own pipeline: NHWC int8 convs and the dense tensorized with sdot, register-tiled, parallel.
+    from tvmcompress.schedules.cpu_pipeline import cpu_pipeline
+    from tvmcompress.targets.qemu import qemu_available, run_under_qemu
+
+    missing = qemu_available("aarch64")
+    if missing or shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip(f"aarch64 cross toolchain/qemu missing: {missing}")
+    target = tvm.target.Target({**AARCH64_DOTPROD, "num-cores": 2})
+    mod = quantized("int8")
+    executable = tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))
+    functions = _functions(_asm(executable))
+    assert any("int8_conv2d" in name for name in functions) and "sdot" in _asm(executable)
+    library = tmp_path / "digits_int8_sdot_cpu_pipeline.so"
     executable.export_library(str(library), fcompile=tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++"))
     host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
     reference = relax.VirtualMachine(tvm.compile(mod, host), tvm.cpu())

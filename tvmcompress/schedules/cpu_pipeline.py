@@ -52,7 +52,8 @@ def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         relax.transform.FastMathTransform(),
         # NOTE: conv2d/matmul with constant weights legalize to computes on weights packed
         # with numpy here, so the artifact carries packed weights.
-        # int8 matmuls with constant weights pack for the target's dot-product instruction (vpdpbusd, sdot).
+        # int8 matmuls and conv2ds with constant weights pack for the target's dot-product instruction
+        # (vpdpbusd, vpmaddubsw, sdot; schedules/int8_rules.py).
         relax.transform.LegalizeOps(customize_legalize_map=make_int8_legalize_map(LEGALIZE_MAP)),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -1,173 +1,65 @@
-"""int8 dot-product kernels for CPUs: int8/uint8 x int8 -> int32 matmuls on the target's dot instructions.
+"""int8 dot-product kernels for CPUs: int8/uint8 x int8 -> int32 matmuls and NHWC conv2ds on the target's dot
+instruction (int8_intrinsics.py: AVX-512 VNNI vpdpbusd, AVX2 vpmaddubsw + vpmaddwd, aarch64 sdot).
 
 Two pieces, used together:
-- `make_int8_legalize_map(fallback)`: a `LegalizeOps` customization for `relax.matmul` whose activation is
-  int8/uint8, whose weight is an int8 constant [K, N] and whose out_dtype is int32. It packs the weight with
-  numpy into [N/L, K/4, L, 4] (zero-padded to whole L-lane groups) and emits a compute block named
-  `int8_dot_product`: C[..., j] = sum_{ko, ki} A[..., 4 ko + ki] * Wp[j / L, ko, j % L, ki]. Anything else goes to
-  `fallback` (or TVM's own legalization).
-- `Int8DotProduct`: a dlight rule that finds that block and tensorizes it with TVM's registered intrinsic:
-  x86 AVX-512 VNNI (vpdpbusd, u8 x s8, L = 16) or aarch64 dotprod (sdot, s8 x s8, L = 4), with the descriptions
-  of TVM's `dot_16x4_vnni` / `dot_4x4_i8i8s32_sdot`. Apply it before rules that match generic matmuls.
+- `make_int8_legalize_map(fallback)`: a `LegalizeOps` customization for
+  - `relax.matmul` whose activation has the intrinsic's dtype, whose weight is an int8 constant [K, N] and whose
+    out_dtype is int32: the weight is packed with numpy into [N/L, K/4, L, 4] (zero-padded to whole L-lane
+    groups) and the compute block `int8_dot_product` is C[..., j] = sum_{ko, ki} A[..., 4 ko + ki] *
+    Wp[j / L, ko, j % L, ki];
+  - `relax.nn.conv2d` likewise with NHWC data (int8_conv.py: weight packed [O/L, KH, KW, C/4, L, 4]).
+  On AVX2 a weight whose byte pairs could saturate vpmaddubsw (8-bit weights; the quantizer makes 7-bit ones
+  for such targets) is not packed: it takes the exact fallback path. Anything else goes to `fallback` (or TVM's
+  own legalization).
+- `Int8DotProduct`: a dlight rule that finds those blocks and schedules them as register-tiled micro-kernels:
 
-Conv2d needs no rule for the instructions to appear: LLVM already turns the legalized int8 conv2d (u8 x s8
-on x86-avx512vnni, s8 x s8 on aarch64-dotprod) into vpdpbusd / sdot by itself (checked on TVM 0.27 / its LLVM),
-in both TVM's default CPU pipeline and tvmcompress.cpu_pipeline. The plain int8 matmul it turns into vpmaddwd
-on x86, hence this rule.
+      parallel(batch, channel blocks, row/pixel blocks) / reduction (kh, kw, k/4) / rows (unrolled)
+        / channel vectors (unrolled) / L lanes x 4 bytes (tensorized)
 
-The activation dtype must be the one the instruction takes (QuantizeConfig.activation_dtype: "uint8" for VNNI,
-"int8" for sdot); otherwise the matmul stays on the fallback path.
+  with the fused epilogue (int32 bias, rescale, the next layer's requantize to 8 bits) computed per tile, so the
+  int32 accumulators stay in registers and only 8-bit values reach memory. Apply it before the float rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm import relax, te
-from tvm.s_tir import Schedule, TensorIntrin
+from tvm import relax, s_tir, te
+from tvm.s_tir import Schedule
 from tvm.s_tir.dlight.base import ScheduleRule
-from tvm.script import tirx as T
-from tvm.target import codegen
+
+from .cpu_rules.common import fuse_epilogue, loop_extent, root_blocks, schedule_spatial_block
+from .cpu_rules.packed_compute import SCHEDULE_KEY
+from .cpu_rules.target_info import cpu_info
+from .int8_conv import INT8_CONV2D, legalize_int8_conv2d, legalize_int8_depthwise
+from .int8_intrinsics import AVX2, REDUCE, SDOT, VNNI, DotIntrin, dot_intrin_for, pairs_fit_int16
 
 __all__ = [
-    "BLOCK_NAME", "DotIntrin", "Int8DotProduct", "VNNI", "SDOT", "dot_intrin_for", "make_int8_legalize_map",
+    "AVX2", "BLOCK_NAME", "DotIntrin", "Int8DotProduct", "VNNI", "SDOT", "dot_intrin_for", "make_int8_legalize_map",
     "pack_weight",
 ]
 
 BLOCK_NAME = "int8_dot_product"
-_REDUCE = 4  # every supported instruction sums 4 products per lane
-
-
-@dataclass(frozen=True)
-class DotIntrin:
-    name: str  # TensorIntrin name (registered below)
-    lanes: int  # int32 outputs per instruction
-    activation_dtype: str
-    instruction: str  # what to look for in the assembly
-
-
-# NOTE: the intrinsics are defined here rather than imported from tvm.s_tir.tensor_intrin: importing any module
-# of that package imports all of it (CUDA, ROCm, Hexagon, ...), which parses hundreds of TVMScript functions and
-# takes 2-3 minutes on two shared cores. The descriptions are the same as TVM's x86 / arm_cpu ones.
-#
-# TVM 0.27's own `dot_16x4_vnni` also passes vpdpbusd's byte operands as <16 x i32>, while the LLVM it ships (22)
-# declares them <64 x i8> (changed in LLVM 21) and rejects the call ("Call parameter type does not match
-# function signature"); the implementation below passes bytes.
-
-
-@T.prim_func(s_tir=True)
-def _dot_16x4_u8i8i32_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
-def _dot_16x4_u8i8i32_vnni(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
-            B.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
-        )
-
-
-@T.prim_func(s_tir=True)
-def _dot_4x4_i8i8i32_desc(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        for i in T.serial(0, 4):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
-def _dot_4x4_i8i8i32_sdot(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
-        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-            C.vload([0], dtype="int32x4"),
-            T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16"),
-            B.vload([0, 0], dtype="int8x16"),
-            dtype="int32x4",
-        )
-
-
-_VNNI_NAME = "tvmcompress_dot_16x4_u8i8i32_vnni"
-_SDOT_NAME = "tvmcompress_dot_4x4_i8i8i32_sdot"
-TensorIntrin.register(_VNNI_NAME, _dot_16x4_u8i8i32_desc, _dot_16x4_u8i8i32_vnni, override=True)
-TensorIntrin.register(_SDOT_NAME, _dot_4x4_i8i8i32_desc, _dot_4x4_i8i8i32_sdot, override=True)
-
-VNNI = DotIntrin(_VNNI_NAME, 16, "uint8", "vpdpbusd")
-SDOT = DotIntrin(_SDOT_NAME, 4, "int8", "sdot")
-
-
-def _triple(target: tvm.target.Target) -> str:
-    return str(target.attrs.get("mtriple", "") or "") or codegen.llvm_get_system_triple()
-
-
-def dot_intrin_for(target: tvm.target.Target | None) -> DotIntrin | None:
-    """The dot-product intrinsic `target` has, if any."""
-    if target is None or target.kind.name != "llvm":
-        return None
-    triple = _triple(target)
-    if triple.startswith(("x86_64", "i686")) and codegen.target_has_features("avx512vnni", target):
-        return VNNI
-    if triple.startswith(("aarch64", "arm64")) and codegen.target_has_features("dotprod", target):
-        return SDOT
-    return None
+_MAX_TILE_ROWS = 8
 
 
 def _packed_dot(a: te.Tensor, packed: te.Tensor, n: int, lanes: int) -> te.Tensor:
     *lead, k = (int(d) for d in a.shape)
-    ko = te.reduce_axis((0, k // _REDUCE), "ko")
-    ki = te.reduce_axis((0, _REDUCE), "ki")
+    ko = te.reduce_axis((0, k // REDUCE), "ko")
+    ki = te.reduce_axis((0, REDUCE), "ki")
     padded_n = int(packed.shape[0]) * lanes
 
     def dot(*index):
         *batch, j = index
         return te.sum(
-            a[(*batch, ko * _REDUCE + ki)].astype("int32")
+            a[(*batch, ko * REDUCE + ki)].astype("int32")
             * packed[j // lanes, ko, j % lanes, ki].astype("int32"),
             axis=[ko, ki],
         )
 
-    out = te.compute((*lead, padded_n), dot, name=BLOCK_NAME)
+    out = te.compute((*lead, padded_n), dot, name=BLOCK_NAME, attrs={SCHEDULE_KEY: BLOCK_NAME})
     if padded_n == n:
         return out
     return te.compute((*lead, n), lambda *index: out[index], name=f"{BLOCK_NAME}_slice")
@@ -179,7 +71,7 @@ def pack_weight(weight: np.ndarray, lanes: int) -> np.ndarray:
     padded_n = -(-n // lanes) * lanes
     padded = np.zeros((k, padded_n), np.int8)
     padded[:, :n] = weight
-    return np.ascontiguousarray(padded.T.reshape(padded_n // lanes, lanes, k // _REDUCE, _REDUCE).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(padded.T.reshape(padded_n // lanes, lanes, k // REDUCE, REDUCE).transpose(0, 2, 1, 3))
 
 
 def make_int8_legalize_map(
@@ -193,52 +85,139 @@ def make_int8_legalize_map(
     """
     fallback = dict(fallback or {})
 
-    def legalize_matmul(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        chosen = intrin or dot_intrin_for(tvm.target.Target.current(allow_none=True))
-        weight = call.args[1]
-        if chosen is not None and _is_packable(call, chosen):
-            w = weight.value.numpy()
-            packed = relax.const(pack_weight(w, chosen.lanes), "int8")
-            return bb.call_te(
-                _packed_dot, call.args[0], packed, int(w.shape[1]), chosen.lanes, primfunc_name_hint="int8_dense"
-            )
-        if "relax.matmul" in fallback:
-            return fallback["relax.matmul"](bb, call)
-        return tvm.ir.Op.get("relax.matmul").get_attr("FLegalize")(bb, call)
+    def chosen() -> DotIntrin | None:
+        return intrin or dot_intrin_for(tvm.target.Target.current(allow_none=True))
 
-    return {**fallback, "relax.matmul": legalize_matmul}
+    def otherwise(op_name: str, bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        if op_name in fallback:
+            return fallback[op_name](bb, call)
+        return tvm.ir.Op.get(op_name).get_attr("FLegalize")(bb, call)
+
+    def legalize_matmul(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        dot = chosen()
+        if dot is not None and _is_packable(call, dot):
+            w = call.args[1].value.numpy()
+            packed = pack_weight(w, dot.lanes)
+            if not dot.int16_pairs or pairs_fit_int16(packed, dot.activation_dtype):
+                return bb.call_te(
+                    _packed_dot, call.args[0], relax.const(packed, "int8"), int(w.shape[1]), dot.lanes,
+                    primfunc_name_hint="int8_dense",
+                )
+        return otherwise("relax.matmul", bb, call)
+
+    def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        dot = chosen()
+        legalized = legalize_int8_conv2d(bb, call, dot) if dot is not None else None
+        if legalized is None:  # depthwise: no channel reduction to dot; DepthwiseConv2D schedules it
+            legalized = legalize_int8_depthwise(bb, call)
+        return legalized if legalized is not None else otherwise("relax.nn.conv2d", bb, call)
+
+    return {**fallback, "relax.matmul": legalize_matmul, "relax.nn.conv2d": legalize_conv2d}
 
 
 def _is_packable(call: relax.Call, intrin: DotIntrin) -> bool:
     weight = call.args[1]
-    if not isinstance(weight, tvm.ir.expr.GenericConst) or str(call.attrs.out_dtype) != "int32":
+    if not isinstance(weight, tvm.ir.expr.Constant) or str(call.attrs.out_dtype) != "int32":
         return False
     w_ty, a_ty = weight.ty, call.args[0].ty
     if str(w_ty.dtype) != "int8" or len(w_ty.shape) != 2 or str(a_ty.dtype) != intrin.activation_dtype:
         return False
     shape = getattr(a_ty, "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) or hasattr(d, "value") for d in shape):
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
         return False
-    return int(w_ty.shape[0]) % _REDUCE == 0
+    return int(w_ty.shape[0]) % REDUCE == 0
+
+
+def choose_int8_tile(rows_extent: int, channel_vectors: int, intrin: DotIntrin, registers: int) -> tuple[int, int]:
+    """(rows, vectors): rows dividing `rows_extent` x vectors (of L lanes) dividing `channel_vectors`, whose
+    rows * vectors int32 accumulators, `vectors` weight registers and the intrinsic's scratch fit in `registers`
+    (a spill in the inner loop costs more than a smaller tile). Most accumulators first, then two vectors."""
+    best = (0, 0, 1, 1)
+    for vectors in (2, 1):
+        if channel_vectors % vectors:
+            continue
+        for rows in range(min(_MAX_TILE_ROWS, rows_extent), 0, -1):
+            if rows_extent % rows == 0 and rows * vectors + vectors + intrin.scratch_registers <= registers:
+                best = max(best, (rows * vectors, vectors, rows, vectors))
+                break
+    return best[2], best[3]
+
+
+def _find_block(sch: Schedule, kind: str):
+    found = [b for b in root_blocks(sch) if str(sch.get(b).annotations.get(SCHEDULE_KEY, "")) == kind]
+    return found[0] if len(found) == 1 else None
+
+
+def _inline_epilogue_inputs(sch: Schedule, block) -> None:
+    """Inline the spatial blocks before `block` that it does not read itself (e.g. the float ReLU of a residual
+    input that the epilogue adds): the epilogue computed per tile needs its producers inlined (reverse_compute_at
+    requires them under the tile loop). `block`'s own inputs stay buffers, which tensorize needs."""
+    own = [region.source for region in sch.get(block).reads]
+    names = [sch.get(b).name_hint for b in root_blocks(sch)]
+    for producer in root_blocks(sch)[: names.index(sch.get(block).name_hint)]:
+        if any(region.source.same_as(buffer) for region in sch.get(producer).writes for buffer in own):
+            continue
+        try:
+            sch.compute_inline(producer)
+        except s_tir.ScheduleError:
+            pass  # stays a root loop nest; the rule then fails on it and the PrimFunc falls through
 
 
 class Int8DotProduct(ScheduleRule):
-    """Tensorize the `int8_dot_product` block of a PrimFunc with the target's dot instruction."""
+    """Register-tiled, parallel int8 dense and conv2d on the target's dot instruction, epilogue fused per tile."""
 
     def apply(self, func, target: tvm.target.Target, _tunable: bool):
         intrin = dot_intrin_for(target)
         if intrin is None or not isinstance(func, tvm.tirx.PrimFunc):
             return None
         sch = Schedule(func)
-        try:
-            block = sch.get_sblock(BLOCK_NAME)
-        except Exception:  # noqa: BLE001 - get_sblock raises a generic error when the block is absent
+        dense, conv = _find_block(sch, BLOCK_NAME), _find_block(sch, INT8_CONV2D)
+        if (dense is None) == (conv is None):
             return None
-        *lead, j, ko, ki = sch.get_loops(block)
-        jo, ji = sch.split(j, [None, intrin.lanes])
-        sch.reorder(*lead, jo, ko, ji, ki)
-        sch.decompose_reduction(block, ko)
-        sch.tensorize(ji, intrin.name)
-        # NOTE: no parallel loop: after tensorize the loop nest holds an opaque block, which `parallel` rejects
-        # as not "compact dataflow". A blockize-then-parallel schedule is future work (speed, not correctness).
+        block = dense if dense is not None else conv
+        lanes = int(sch.get(block).reads[1].source.shape[-2])
+        if lanes != intrin.lanes:
+            return None  # packed for another instruction (tests force a packing on a host without it)
+        _inline_epilogue_inputs(sch, block)
+        names = [sch.get(b).name_hint for b in root_blocks(sch)]
+        producers = root_blocks(sch)[: names.index(sch.get(block).name_hint)]
+        epilogue = fuse_epilogue(sch, block)
+        if epilogue is None:
+            epilogue = sch.cache_write(block, 0, "global")
+        registers = cpu_info(target).vector_registers
+        if dense is not None:
+            *batch, rows, cols, ko, ki = sch.get_loops(block)
+            reduce_loops = [ko]
+        else:
+            # NOTE: the tile runs along ow only (not a fused oh*ow): reverse_compute_at needs the tile's output
+            # region to be a box, which a div/mod of a fused pixel index is not.
+            n, oh, rows, cols, kh, kw, ko, ki = sch.get_loops(block)
+            batch, reduce_loops = [n, oh], [kh, kw, ko]
+        mt, vectors = choose_int8_tile(loop_extent(sch, rows), loop_extent(sch, cols) // lanes, intrin, registers)
+        ro, ri = sch.split(rows, factors=[None, mt])
+        co, cv, cl = sch.split(cols, factors=[None, vectors, lanes])
+        if dense is not None:
+            sch.reorder(*batch, co, ro, *reduce_loops, ri, cv, cl, ki)
+            outer = tile_at = sch.fuse(*batch, co, ro)
+            depth = 1  # loops down to tile_at
+        else:
+            sch.reorder(batch[0], co, batch[1], ro, *reduce_loops, ri, cv, cl, ki)
+            outer, tile_at = sch.fuse(batch[0], co, batch[1]), ro
+            depth = 2
+        sch.parallel(outer)
+        sch.reverse_compute_at(epilogue, tile_at, preserve_unit_loops=True)
+        sch.unroll(ri)
+        sch.unroll(cv)
+        init = sch.decompose_reduction(block, reduce_loops[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        # NOTE: tensorize last: `parallel` rejects a loop nest holding the opaque block tensorize leaves.
+        sch.tensorize(cl, intrin.name)
+        f32_lanes = cpu_info(target).lanes(32)
+        tile = sch.fuse(*sch.get_loops(epilogue)[depth:])
+        extent = loop_extent(sch, tile)
+        if extent is not None and extent % f32_lanes == 0:
+            _, vec = sch.split(tile, factors=[None, f32_lanes])
+            sch.vectorize(vec)
+        for producer in producers:
+            schedule_spatial_block(sch, producer, f32_lanes)
         return sch

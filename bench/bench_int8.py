@@ -1,0 +1,127 @@
+"""Regenerate the `int8` section of BENCHMARKS.md: our int8 build against our fp32 build and ONNX Runtime fp32/int8.
+
+    python bench/bench_int8.py [--models resnet18,mobilenet_v2,bert_encoder] [--runs 30]
+
+Per model (bench/models.py, random weights): our default fp32 build, our `--quantize int8` build (calibrated on
+4 random inputs; on an AVX2 x86 host without VNNI the quantizer stores 7-bit weights for vpmaddubsw), ONNX
+Runtime fp32, and ONNX Runtime int8 (`quantize_static`, QDQ, per-channel int8 weights, uint8 activations, as
+`tvmcompress bench --ort-int8` makes it), timed interleaved in one process by `tvmcompress.bench.benchmark`.
+Only speed is reported: with random weights the int8 outputs' agreement with fp32 says nothing about accuracy,
+which the digits tests measure (tests/numerics/test_quantize_accuracy.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import models as bench_models  # noqa: E402
+from markdown_sections import replace_section  # noqa: E402
+
+import tvmcompress  # noqa: E402
+from tvmcompress import frontend  # noqa: E402
+from tvmcompress.bench import BenchConfig, benchmark  # noqa: E402
+from tvmcompress.config import CompileOptions  # noqa: E402
+from tvmcompress.passes.quantize_config import QuantizeConfig  # noqa: E402
+from tvmcompress.targets import cpu_features  # noqa: E402
+
+CALIBRATION_SAMPLES = 4
+
+
+def _write_calibration(model_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """CALIBRATION_SAMPLES standard-normal inputs, stacked on axis 0 (the .npz contract of tvmcompress/data.py)."""
+    inputs, _ = frontend.model_io(frontend.canonicalize(frontend.load_model(str(model_path)), {}))
+    rng = np.random.default_rng(1)
+    arrays = {
+        spec.name: rng.standard_normal((CALIBRATION_SAMPLES * spec.shape[0], *spec.shape[1:])).astype(spec.dtype)
+        for spec in inputs
+    }
+    np.savez(out, **arrays)
+    return out
+
+
+def _row(rows, name):
+    return next(r for r in rows if r.name == name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(bench_models.BUILDERS))
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
+    args = parser.parse_args()
+
+    features = cpu_features.detect()
+    config = BenchConfig(runs=args.runs, ort_int8=True)
+    sections, summary = [], []
+    with tempfile.TemporaryDirectory(prefix="tvmcompress-bench-int8-") as tmp:
+        tmp_path = pathlib.Path(tmp)
+        paths = bench_models.write_models(tmp_path)
+        for name in args.models.split(","):
+            calibration = _write_calibration(paths[name], tmp_path / f"{name}-calibration.npz")
+            builds, compile_s = {}, {}
+            for label, options in [
+                ("fp32", None),
+                ("int8", CompileOptions.create(quantize=QuantizeConfig(mode="int8"), calibration=str(calibration))),
+            ]:
+                out = tmp_path / f"{name}-{label}"
+                start = time.perf_counter()
+                artifact = tvmcompress.compile(str(paths[name]), "host", output=out, options=options)
+                compile_s[label] = time.perf_counter() - start
+                builds[label] = str(out)
+                if label == "int8":
+                    record = artifact.manifest["quantization"]
+            rows = benchmark(str(paths[name]), builds, config)
+            ours_fp32, ours_int8 = _row(rows, "tvmcompress fp32"), _row(rows, "tvmcompress int8")
+            ort_int8 = _row(rows, "onnxruntime int8")
+            bits = record["config"]["weight_bits"]
+            lines = [
+                f"### {name}", "",
+                f"Compiled in {compile_s['fp32']:.1f} s (fp32) and {compile_s['int8']:.1f} s (int8: "
+                f"{record['integer_ops']} integer conv/matmul, {bits}-bit weights).", "",
+                "| contender | median ms | p90 ms | vs ORT fp32 |", "|---|---|---|---|",
+            ]
+            lines += [f"| {r.name} | {r.median_ms:.2f} | {r.p90_ms:.2f} | {r.ratio_to_ort:.2f}x |" for r in rows]
+            speedup = ours_fp32.median_ms / ours_int8.median_ms
+            vs_ort_int8 = ort_int8.median_ms / ours_int8.median_ms
+            lines += ["", f"Our int8 is {speedup:.2f}x faster than our fp32 and {vs_ort_int8:.2f}x faster than "
+                          "ONNX Runtime int8 (above 1: faster)."]
+            summary.append(f"| {name} | {speedup:.2f}x | {vs_ort_int8:.2f}x |")
+            sections.append("\n".join(lines))
+            print(sections[-1], flush=True)
+
+    command = "python bench/bench_int8.py " + " ".join(sys.argv[1:])
+    text = f"""## int8 builds against fp32 and ONNX Runtime int8
+
+Regenerated by `{command.strip()}` on {datetime.date.today().isoformat()}.
+
+Machine: {platform.processor() or platform.machine()}, LLVM CPU `{features.mcpu}`, {features.cores} cores, ISA
+{", ".join(features.isa_summary()) or "baseline"}. Our builds: `tvmcompress.compile(model, "host")`, default
+schedules (no tuning), int8 with `QuantizeConfig(mode="int8")` calibrated on {CALIBRATION_SAMPLES} random inputs.
+ONNX Runtime (2 intra-op threads) fp32, and int8 from `quantize_static` (QDQ, per-channel, uint8 activations).
+Interleaved runs in one process, {config.runs} timed runs each after {config.warmup} warm-up runs; the machine is
+shared, so compare ratios within one table. Speed only: the models have random weights (accuracy of int8 is
+measured on the trained digits CNN in tests/numerics/test_quantize_accuracy.py).
+
+| model | our int8 vs our fp32 (speedup) | our int8 vs ORT int8 (speedup) |
+|---|---|---|
+{chr(10).join(summary)}
+{chr(10).join(chr(10) + s + chr(10) for s in sections)}
+"""
+    replace_section(args.output, "int8", text)
+    print(f"wrote section 'int8' of {args.output}")
+
+
+if __name__ == "__main__":
+    main()
