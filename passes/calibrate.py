@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import tvm
@@ -80,20 +80,20 @@ def _replace(mod: tvm.IRModule, func: relax.Function) -> tvm.IRModule:
     return new_mod
 
 
-def collect_observers(
+def run_instrumented(
     mod: tvm.IRModule,
     points: list[str],
     calibration_data: Iterable[Mapping[str, np.ndarray]],
-    num_bins: int = 2048,
     target: tvm.target.Target | None = None,
-) -> dict[str, HistogramObserver]:
-    """Run the instrumented module on every calibration item and return one filled observer per point."""
+    what: str = "calibration",
+) -> Iterator[list[np.ndarray]]:
+    """Run `mod` with `points` exposed on every calibration item; yield the points' values (in `points` order)
+    per item. Checks each item's inputs, logs progress as `what`, and refuses empty data."""
     target = target or tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
     instrumented = ExposeObservationPoints(points)(mod)
-    log.info("calibration: compiling the instrumented module (%d observation points)", len(points))
+    log.info("%s: compiling the instrumented module (%d observation points)", what, len(points))
     vm = relax.VirtualMachine(tvm.compile(instrumented, target), tvm.cpu())
     input_names = [param.name for param in mod["main"].params]
-    observers = {name: HistogramObserver(num_bins) for name in points}
     start = last_report = time.perf_counter()
     count = 0
     for item in calibration_data:
@@ -105,16 +105,29 @@ def collect_observers(
             )
         args = [tvm.runtime.tensor(np.ascontiguousarray(item[name])) for name in input_names]
         results = vm["main"](*args)
-        for name, value in zip(points, list(results)[1:]):
-            observers[name].update(value.numpy())
+        yield [value.numpy() for value in list(results)[1:]]
         count += 1
         now = time.perf_counter()
         if now - last_report >= _PROGRESS_EVERY_S:
-            log.info("calibration: %d samples (%.1f/s)", count, count / (now - start))
+            log.info("%s: %d samples (%.1f/s)", what, count, count / (now - start))
             last_report = now
     if count == 0:
         raise TvmcompressError("calibration data is empty: give at least one sample (about 100 is typical)")
-    log.info("calibration: %d samples done in %.1f s", count, time.perf_counter() - start)
+    log.info("%s: %d samples done in %.1f s", what, count, time.perf_counter() - start)
+
+
+def collect_observers(
+    mod: tvm.IRModule,
+    points: list[str],
+    calibration_data: Iterable[Mapping[str, np.ndarray]],
+    num_bins: int = 2048,
+    target: tvm.target.Target | None = None,
+) -> dict[str, HistogramObserver]:
+    """Run the instrumented module on every calibration item and return one filled observer per point."""
+    observers = {name: HistogramObserver(num_bins) for name in points}
+    for values in run_instrumented(mod, points, calibration_data, target):
+        for name, value in zip(points, values):
+            observers[name].update(value)
     return observers
 
 

@@ -42,7 +42,6 @@ set), so that calibration measures the smoothed ranges.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -51,8 +50,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..errors import TvmcompressError
-from .calibrate import ExposeObservationPoints
+from .calibrate import run_instrumented
 from .quant_rules import RULES, Layer, constant_value, find_quantizable_layers, rebind
 
 log = logging.getLogger(__name__)
@@ -63,7 +61,6 @@ __all__ = ["SmoothQuant", "measure_channel_absmax", "smoothing_scales", "smooth_
 # range when a channel's weights are all but zero.
 _MIN_SCALE, _MAX_SCALE = 1e-5, 1e5
 _MATMUL_RULES = {"relax.matmul": RULES["relax.matmul"]}
-_PROGRESS_EVERY_S = 2.0
 _MAX_STEPS = 4  # ops looked through between an activation and the op that absorbs 1/s
 
 
@@ -91,33 +88,12 @@ def measure_channel_absmax(
     points = list(dict.fromkeys(activations))
     if not points:
         return {}
-    instrumented = ExposeObservationPoints(points)(mod)
-    log.info("smoothquant: compiling the instrumented module (%d activations)", len(points))
-    vm = relax.VirtualMachine(tvm.compile(instrumented, target or _host_target()), tvm.cpu())
-    input_names = [param.name for param in mod["main"].params]
     absmax: dict[str, np.ndarray] = {}
-    start = last_report = time.perf_counter()
-    count = 0
-    for item in calibration_data:
-        missing = [name for name in input_names if name not in item]
-        if missing:
-            raise TvmcompressError(
-                f"calibration item {count} lacks input(s) {', '.join(missing)}: each item maps every model input "
-                f"({', '.join(input_names)}) to an array"
-            )
-        results = vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(item[n])) for n in input_names))
-        for name, value in zip(points, list(results)[1:]):
-            x = value.numpy()
+    for values in run_instrumented(mod, points, calibration_data, target or _host_target(), what="smoothquant"):
+        for name, x in zip(points, values):
             x = np.where(np.isfinite(x), np.abs(x), 0.0).reshape(-1, x.shape[-1])
             batch_max = x.max(axis=0).astype(np.float64)
             absmax[name] = batch_max if name not in absmax else np.maximum(absmax[name], batch_max)
-        count += 1
-        now = time.perf_counter()
-        if now - last_report >= _PROGRESS_EVERY_S:
-            log.info("smoothquant: %d samples (%.1f/s)", count, count / (now - start))
-            last_report = now
-    if count == 0:
-        raise TvmcompressError("calibration data is empty: give at least one sample (about 100 is typical)")
     return absmax
 
 
