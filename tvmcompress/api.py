@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from . import __version__, frontend
+from . import __version__, frontend, sub_byte_io
 from .artifact import (
     LIBRARY_NAME,
     MANIFEST_NAME,
@@ -207,8 +207,9 @@ def _compile_fresh(
                 "requires": sorted(preset.requires),
                 "isa_features": isa_features(preset.tvm_target),
             },
-            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in inputs],
-            "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in outputs],
+            # A sub-byte input or output (int4, ...) also records the dtype that model.so takes for it.
+            "inputs": [_io_entry(s) for s in inputs],
+            "outputs": [_io_entry(s) for s in outputs],
             "passes": passes,
             "sizes": {
                 "source_model_bytes": len(source_bytes),
@@ -254,6 +255,10 @@ def _compile_fresh(
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
+
+
+def _io_entry(spec: frontend.TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype, **sub_byte_io.manifest_entry(spec.dtype)}
 
 
 def _model_name(model: ModelSource) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import TvmcompressError
+from .sub_byte_io import from_library, from_storable, to_library
 
 if TYPE_CHECKING:  # numpy loads when a model runs: a CLI cache hit copies files and needs none of it
     import numpy as np
@@ -97,13 +98,18 @@ class IOSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    # What model.so takes or returns when it differs from `dtype`: a sub-byte type's carrier (sub_byte_io.py).
+    library_dtype: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "IOSpec":
-        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), str(data["dtype"]))
+        library_dtype = data.get("library_dtype")
+        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), str(data["dtype"]),
+                   str(library_dtype) if library_dtype else None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        return {**data, "library_dtype": self.library_dtype} if self.library_dtype else data
 
 
 class Artifact:
@@ -151,9 +157,9 @@ class Artifact:
 
         from .data import validate_call
 
-        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        arrays = self._from_storable({name: np.asarray(value) for name, value in inputs.items()})
         validate_call(arrays, self.inputs, source="inputs (one model call; run_batches() takes stacked samples)")
-        return self._call([arrays[spec.name] for spec in self.inputs])
+        return self._call([to_library(arrays[spec.name], spec.dtype) for spec in self.inputs])
 
     def run_batches(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run every sample of a stacked `.npz`-style dict; outputs are stacked on axis 0 the same way."""
@@ -161,11 +167,12 @@ class Artifact:
 
         from .data import iterate_batches, validate_inputs
 
-        data = dict(data)
+        data = self._from_storable(dict(data))
         validate_inputs(data, self.inputs, source="inputs")
         weights = self.weight_arrays()
         samples = [
-            [*(batch[spec.name] for spec in self.inputs), *weights] for batch in iterate_batches(data, self.inputs)
+            [*(to_library(batch[spec.name], spec.dtype) for spec in self.inputs), *weights]
+            for batch in iterate_batches(data, self.inputs)
         ]
         results: dict[str, list[np.ndarray]] = {spec.name: [] for spec in self.outputs}
         for values in self.session().run_many(samples):
@@ -200,4 +207,9 @@ class Artifact:
     def _named(self, values: list[np.ndarray]) -> dict[str, np.ndarray]:
         if len(values) != len(self.outputs):
             raise RuntimeError(f"the library returned {len(values)} outputs, the manifest lists {len(self.outputs)}")
-        return {spec.name: value for spec, value in zip(self.outputs, values)}
+        return {spec.name: from_library(value, spec.dtype) for spec, value in zip(self.outputs, values)}
+
+    def _from_storable(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Sub-byte inputs given in their library dtype (as .npz files must hold them), as the model's dtype."""
+        specs = {spec.name: spec for spec in self.inputs}
+        return {name: from_storable(a, specs[name].dtype, name) if name in specs else a for name, a in arrays.items()}

@@ -319,9 +319,11 @@ def _cmd_run(args) -> int:
 
     from . import api
     from .data import load_npz
+    from .sub_byte_io import storable
 
     artifact = api.load(args.artifact)
-    outputs = artifact.run_batches(load_npz(args.inputs))
+    # .npz files cannot hold sub-byte types (int4, ...): their outputs are written in their library dtype.
+    outputs = {name: storable(value) for name, value in artifact.run_batches(load_npz(args.inputs)).items()}
     if args.output:
         _write_npz_atomically(args.output, outputs, np)
         print(f"wrote {args.output}: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in outputs.items()))

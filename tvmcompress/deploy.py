@@ -391,7 +391,8 @@ def _io_constants(name: str, kind: str, specs: list[IOSpec]) -> list[str]:
     count = len(specs)
     lines = [
         f"static const char* const {name}_{kind}_names[{count}] = {{{', '.join(_c_string(s.name) for s in specs)}}};",
-        f"static const char* const {name}_{kind}_dtypes[{count}] = {{{', '.join(_c_string(s.dtype) for s in specs)}}};",
+        f"static const char* const {name}_{kind}_dtypes[{count}] = "
+        f"{{{', '.join(_c_string(_c_dtype(s)) for s in specs)}}};",
         f"static const int {name}_{kind}_ndims[{count}] = {{{', '.join(str(len(s.shape)) for s in specs)}}};",
     ]
     for index, spec in enumerate(specs):
@@ -404,8 +405,15 @@ def _io_constants(name: str, kind: str, specs: list[IOSpec]) -> list[str]:
     return lines
 
 
+def _c_dtype(spec: IOSpec) -> str:
+    """The dtype of the buffer model.so takes or fills: a sub-byte type (int4, float4e2m1, ...) travels in its
+    carrier type (tvmcompress/sub_byte_io.py), and C has no other view of it."""
+    return spec.library_dtype or spec.dtype
+
+
 def _byte_size(spec: IOSpec) -> int:
-    itemsize = 1 if spec.dtype == "bool" else 2 if spec.dtype == "bfloat16" else np.dtype(spec.dtype).itemsize
+    dtype = _c_dtype(spec)
+    itemsize = 1 if dtype == "bool" else 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
     return int(np.prod(spec.shape, dtype=np.int64)) * itemsize
 
 

@@ -16,6 +16,7 @@ import time
 import traceback
 
 import numpy as np
+from tolerance_overrides import check_override
 
 OUTCOMES = ("pass", "import error", "compile error", "runtime error", "wrong result", "timeout")
 STAGE_OUTCOME = {"import": "import error", "compile": "compile error", "run": "runtime error", "compare": "wrong result"}
@@ -56,9 +57,19 @@ def run_case(case, bound: dict[str, str], report_stage=lambda stage: None) -> di
     stage = "compare"
     report_stage(stage)
     names = [vi.name for vi in canonical.graph.output]
-    problem = compare_outputs([got.get(n) for n in names], case.outputs, names, case.rtol, case.atol)
+    outputs = [got.get(n) for n in names]
+    problem = compare_outputs(outputs, case.outputs, names, case.rtol, case.atol)
     if problem:
-        return {"outcome": "wrong result", "stage": stage, "message": problem}
+        # A per-test tolerance override applies only when our output is at least as close to float64 as the
+        # reference is (tolerance_overrides.py); either way the record keeps the measured distances.
+        override = check_override(case.name, outputs, case.outputs, case.inputs,
+                                  lambda g, e, rtol, atol: compare_outputs(g, e, names, rtol, atol))
+        if override is None:
+            return {"outcome": "wrong result", "stage": stage, "message": problem}
+        if not override["applied"]:
+            return {"outcome": "wrong result", "stage": stage, "message": f"{problem}; {override['message']}",
+                    "override": override}
+        return {"outcome": "pass", "stage": stage, "message": "", "override": {**override, "failed": problem}}
     return {"outcome": "pass", "stage": stage, "message": ""}
 
 
@@ -83,8 +94,8 @@ def compare_outputs(got, expected, names, rtol: float, atol: float) -> str | Non
         if not np.all(close):
             bad = int(np.size(close) - np.count_nonzero(close))
             index = np.unravel_index(int(np.argmin(close.reshape(-1))), close.shape) if close.ndim else ()
-            return (f"output {name!r}: {bad}/{close.size} elements differ, first at {list(index)}: "
-                    f"got {out[index]!r}, expected {ref[index]!r}")
+            return (f"output {name!r}: {bad}/{close.size} elements differ, first at {[int(i) for i in index]}: "
+                    f"got {np.asarray(out[index]).tolist()!r}, expected {np.asarray(ref[index]).tolist()!r}")
     return None
 
 

@@ -8,7 +8,6 @@ worker is replaced); each parametrized test then checks its case's outcome.
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 from conformance_cases import attribute_like_inputs, load_cases, out_of_scope_reason
@@ -37,9 +36,6 @@ EXPECTED_REJECTIONS: dict[str, str] = {
     "test_attention_4d_attn_mask_causal_bf16": "Attention on bfloat16",
     "test_batchnorm_epsilon_training_mode": "BatchNormalization(training_mode=1)",
     "test_batchnorm_example_training_mode": "BatchNormalization(training_mode=1)",
-    "test_cast_FLOAT16_to_UINT2": "Cast(UINT2)",
-    "test_cast_INT2_to_FLOAT": "Cast(INT2)",
-    "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0": "Cast(FLOAT8E8M0)",
     "test_resize_downsample_scales_cubic": "the scales give a fractional output size",
     "test_resize_downsample_scales_linear": "the scales give a fractional output size",
     "test_resize_downsample_sizes_nearest_not_larger": "Resize(keep_aspect_ratio_policy=not_larger)",
@@ -70,7 +66,9 @@ SUBSET = _subset()
 @pytest.fixture(scope="session")
 def subset_results():
     planned = [(case, attribute_like_inputs(case)) for case in SUBSET]
-    return run_cases(planned, jobs=min(2, os.cpu_count() or 1), timeout=120)
+    # The timeout guards against hangs, not slowness: on a loaded machine (nice'd beside tuning jobs) a TopK or a
+    # 5-D Transpose took over 120 s to compile.
+    return run_cases(planned, jobs=min(2, os.cpu_count() or 1), timeout=300)
 
 
 @pytest.mark.parametrize("name", [c.name for c in SUBSET])
@@ -103,19 +101,11 @@ def test_full_suite_has_no_wrong_results_and_meets_the_pass_rate():
             planned.append((case, attribute_like_inputs(case)))
     results = run_cases(planned, jobs=min(2, os.cpu_count() or 1), timeout=180)
     records += [{"name": name, **result} for name, result in results.items()]
-    wrong = sorted(r["name"] for r in records if r["outcome"] == "wrong result" and not _tolerated(r))
+    # Tolerance overrides (tolerance_overrides.py) were applied by the runner only where our output is at least as
+    # close to float64 as the reference; none is tolerated here.
+    wrong = sorted(r["name"] for r in records if r["outcome"] == "wrong result")
     crashes = sorted(r["name"] for r in records if r.get("crash"))
     assert not wrong, f"wrong results: {wrong}"
     assert not crashes, f"worker crashes: {crashes}"
     assert summarize(records)["in_scope_rate"] >= MIN_IN_SCOPE_PASS_RATE
 
-
-# Wrong results we know of and document in CONFORMANCE.md. They are precision classes, not wrong conversions:
-# a float16 function body (`_expanded`) whose Softmax we round once from float32 where numpy's op-by-op reference
-# rounds each step to float16 (1 ulp, above rtol 1e-3 for float16); and the inverse DFT of a real signal, whose
-# exact imaginary part is 0 where the reference keeps float32 FFT noise of ~2e-7 (above atol 1e-7).
-TOLERATED_WRONG = re.compile(r"^test_(attention_4d_causal_fp16_expanded|dft_inverse(_opset19)?)$")
-
-
-def _tolerated(record) -> bool:
-    return bool(TOLERATED_WRONG.search(record["name"]))

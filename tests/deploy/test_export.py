@@ -373,3 +373,13 @@ def test_compressed_weights_decode_in_the_c_bundle(tmp_path):
     feeds = zoo.random_inputs(model, {})
     (got,) = run_model("x86_64", build / "run_model", [feeds["x"]], artifact.outputs, tmp_path)
     np.testing.assert_allclose(got, _ort(model, feeds)[0], atol=TOL, rtol=0)
+
+
+def test_sub_byte_io_is_declared_in_the_carrier_type_c_sees():
+    from tvmcompress.artifact import IOSpec
+    from tvmcompress.deploy import _io_constants
+
+    specs = [IOSpec("q", (2, 3), "int4", "int8"), IOSpec("f", (4,), "float4e2m1", "float32"), IOSpec("x", (5,), "float32")]
+    text = "\n".join(_io_constants("m", "input", specs))
+    assert 'm_input_dtypes[3] = {"int8", "float32", "float32"};' in text
+    assert "m_input_bytes[3] = {6, 16, 20};" in text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 from frontend_models import make_model, value
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import tvmcompress
@@ -71,3 +71,34 @@ def test_other_ops_on_float8_stay_rejected():
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [value("x", [4], TensorProto.FLOAT8E4M3FN)],
                        [value("y", [4], TensorProto.FLOAT8E4M3FN)], opset=21)
     assert tvmcompress.frontend.unsupported_ops(model) == ["Relu(FLOAT8E4M3FN)"]
+
+
+def test_quantize_and_dequantize_linear_on_float8_match_onnx_reference(tmp_path):
+    # QuantizeLinear to float8 is x / scale cast with the type's saturation rule (saturate on and off);
+    # DequantizeLinear reads every byte. Per-axis scales on a [2, N] x.
+    x = np.stack([_probe_values(), _probe_values()[::-1]])
+    scale = numpy_helper.from_array(np.array([0.5, 4.0], np.float32), "scale")
+    nodes, outputs, initializers = [], [], [scale]
+    codes = {name: np.stack([np.arange(256, dtype=np.uint8).view(t)] * 2) for name, t in TYPES.items()}
+    for name, np_type in TYPES.items():
+        elem_type = getattr(TensorProto, name)
+        initializers.append(numpy_helper.from_array(np.zeros(2, np_type), f"zero_{name}"))
+        for saturate in (1, 0):
+            out = f"q_{name}_sat{saturate}"
+            nodes.append(helper.make_node("QuantizeLinear", ["x", "scale", f"zero_{name}"], [out], axis=0,
+                                          saturate=saturate))
+            outputs.append(value(out, list(x.shape), elem_type))
+        nodes.append(helper.make_node("DequantizeLinear", [name, "scale"], [f"dq_{name}"], axis=0))
+        outputs.append(value(f"dq_{name}", [2, 256]))
+    inputs = [value("x", list(x.shape))] + [value(name, [2, 256], getattr(TensorProto, name)) for name in TYPES]
+    model = make_model(nodes, inputs, outputs, initializers, opset=21)
+    feeds = {"x": x, **codes}
+    want = ReferenceEvaluator(model).run(None, feeds)
+    got = _compile(model, tmp_path).run(feeds)
+    for info, reference in zip(outputs, want):
+        if info.name.startswith("q_"):
+            same = _bits_equal(got[info.name], reference)
+            wrong = f"{x[~same][:5]} -> {got[info.name][~same][:5]}, want {reference[~same][:5]}"
+            assert same.all(), f"{info.name}: {wrong}"
+        else:
+            np.testing.assert_array_equal(got[info.name], reference)

@@ -19,6 +19,7 @@ from .attention import Attention
 from .bitcast import BitCast
 from .causal_conv import CausalConvWithState
 from .cumulative import CumProd
+from .data_movement import MaxUnpool, SpaceToDepth, TensorScatter
 from .elementwise import BitShift, Dropout, IsInf, Mod, OneHot, Pow, Swish
 from .float8 import Cast, CastLike
 from .float16_accumulation import Conv, MatMul, ReduceSum, Softmax
@@ -27,6 +28,7 @@ from .form_checks import ConvTranspose, MaxPool, NonMaxSuppression, Resize, RoiA
 from .normalization import BatchNormalization, LayerNormalization, LpNormalization, RMSNormalization
 from .qlinear_contrib import EXPANDED_OPS as CONTRIB_QLINEAR_OPS
 from .qlinear_integer import ConvInteger, DynamicQuantizeLinear, MatMulInteger
+from .quantize_linear import DequantizeLinear, QuantizeLinear
 from .quantized import QLinearConv, QLinearMatMul
 from .recurrent import GRU, LSTM, RNN
 from .reduction import ReduceMax, ReduceMin
@@ -53,6 +55,7 @@ CONVERTERS: dict[str, type] = {
     "ConvInteger": ConvInteger,
     "ConvTranspose": ConvTranspose,
     "CumProd": CumProd,
+    "DequantizeLinear": DequantizeLinear,
     "DFT": DFT,
     "Dropout": Dropout,
     "DynamicQuantizeLinear": DynamicQuantizeLinear,
@@ -70,6 +73,7 @@ CONVERTERS: dict[str, type] = {
     "MatMulInteger": MatMulInteger,
     "Max": Max,
     "MaxPool": MaxPool,
+    "MaxUnpool": MaxUnpool,
     "Mod": Mod,
     "NonMaxSuppression": NonMaxSuppression,
     "OneHot": OneHot,
@@ -78,6 +82,7 @@ CONVERTERS: dict[str, type] = {
     "Min": Min,
     "QLinearConv": QLinearConv,
     "QLinearMatMul": QLinearMatMul,
+    "QuantizeLinear": QuantizeLinear,
     "RMSNormalization": RMSNormalization,
     "RNN": RNN,
     "RotaryEmbedding": RotaryEmbedding,
@@ -87,11 +92,13 @@ CONVERTERS: dict[str, type] = {
     "Resize": Resize,
     "RoiAlign": RoiAlign,
     "Softmax": Softmax,
+    "SpaceToDepth": SpaceToDepth,
     "Split": Split,
     "Squeeze": Squeeze,
     "Sum": Sum,
     "SwiGLU": SwiGLU,
     "Swish": Swish,
+    "TensorScatter": TensorScatter,
 }
 
 

@@ -12,7 +12,9 @@ So the conversions are written here in integer-exact arithmetic, and TVM only mo
   subnormals included. Codes past the largest finite value (and infinities) follow ONNX's `saturate`: the
   largest finite value, or the type's inf / NaN. Then the sign bit, and `reinterpret` to the float8 type.
 
-Other element types go to TVM's own Cast converter. float8 sources of other ops stay rejected by name.
+Casts to the sub-byte types (int4, uint4, int2, uint2, float4e2m1) and to float8e8m0 are sub_byte.cast_to;
+casts from them read their carrier (sub_byte.py). Other element types go to TVM's own Cast converter. float8
+and sub-byte tensors in other ops (but Quantize/DequantizeLinear, quantize_linear.py) stay rejected by name.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import Cast as _TvmCast
 from tvm.relax.frontend.onnx.onnx_frontend import get_type
 
 from ..errors import TvmcompressError
+from . import sub_byte
 from .relax_helpers import dtype_of, shape_of
 
 R = relax.op
@@ -145,7 +148,7 @@ def convert(bb, x: relax.Expr, to: str, saturate: bool, params) -> relax.Expr:
 class Cast:
     """ONNX Cast (all opsets), float8 included; other types as TVM converts them."""
 
-    low_precision_types = LOW_PRECISION_TYPES
+    low_precision_types = LOW_PRECISION_TYPES | sub_byte.CARRIED_TYPES
 
     @classmethod
     def get_converter(cls, opset):
@@ -153,6 +156,10 @@ class Cast:
 
     @classmethod
     def _impl(cls, bb, inputs, attr, params):
+        if attr["to"] in sub_byte.CARRIED_TYPES:
+            round_mode = attr.get("round_mode", "up")
+            round_mode = round_mode.decode() if isinstance(round_mode, bytes) else str(round_mode)
+            return sub_byte.cast_to(bb, inputs[0], attr["to"], bool(attr.get("saturate", 1)), round_mode)
         return convert(bb, inputs[0], get_type(attr["to"]), bool(attr.get("saturate", 1)), params)
 
 
@@ -160,7 +167,8 @@ class CastLike:
     """ONNX CastLike (opset 15+): Cast to the element type of its second input, float8 included."""
 
     first_opset = 15
-    low_precision_types = LOW_PRECISION_TYPES
+    # A sub-byte or float8e8m0 `like` never reaches _impl: sub_byte.lower_model makes that CastLike a Cast.
+    low_precision_types = LOW_PRECISION_TYPES | sub_byte.CARRIED_TYPES
 
     @classmethod
     def get_converter(cls, opset):

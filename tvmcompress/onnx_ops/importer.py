@@ -13,7 +13,8 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
 from ..onnx_graphs import all_graphs
-from . import ROUTED_PREFIX, converter_for
+from ..sub_byte_io import library_dtype
+from . import ROUTED_PREFIX, converter_for, sub_byte
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -32,9 +33,11 @@ class _Importer(ONNXGraphImporter):
 
 
 def route_to_converters(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """A copy of `model` in which the nodes our converters handle are renamed `tvmcompress:<Op>`."""
+    """A copy of `model` in which the nodes our converters handle are renamed `tvmcompress:<Op>`, and sub-byte
+    types are carried in wider ones (sub_byte.lower_model)."""
     routed = onnx.ModelProto()
     routed.CopyFrom(model)
+    sub_byte.lower_model(routed, list(all_graphs(routed.graph)))
     for graph in all_graphs(routed.graph):
         for node in graph.node:
             if node.domain in _DEFAULT_DOMAINS and converter_for(node.op_type, opset) is not None:
@@ -45,6 +48,8 @@ def route_to_converters(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def from_onnx(model: onnx.ModelProto, shape_dict: dict, dtype_dict: dict):
     """Import `model` (canonical: static shapes, opset checked) into a Relax IRModule, weights as constants."""
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
+    # Sub-byte inputs arrive in their library dtype (tvmcompress/sub_byte_io.py).
+    dtype_dict = {name: library_dtype(dtype) for name, dtype in dtype_dict.items()}
     importer = _Importer(shape_dict, dtype_dict, keep_params_in_input=False)
     return importer.from_onnx(route_to_converters(model, opset).graph, opset)
 
