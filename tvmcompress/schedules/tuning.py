@@ -133,7 +133,10 @@ def cross_export(compiler: str) -> Callable[[tvm.runtime.Module], str]:
 
 def _builder(config: TuneConfig, export: Callable | None) -> ms.builder.Builder:
     return ms.builder.LocalBuilder(
-        max_workers=config.builder_workers or max(1, os.cpu_count() or 1), timeout_sec=config.builder_timeout_s, f_build=build_candidate, f_export=export
+        max_workers=config.builder_workers or max(1, os.cpu_count() or 1),
+        timeout_sec=config.builder_timeout_s,
+        f_build=build_candidate,
+        f_export=export,
     )
 
 
@@ -283,7 +286,10 @@ def tune(
 
     tasks = ms.relax_integration.extract_tasks(task_mod, target)
     tasks = [t for t in tasks if not t.dispatched[0].attrs or not t.dispatched[0].attrs.get("tirx.is_scheduled", False)]
-    pending = [t for t in tasks if not _covered(t.dispatched[0], decisions.get((_workload_key(t.dispatched[0]), target_key)), database)]
+    pending = [
+        t for t in tasks
+        if not _covered(t.dispatched[0], decisions.get((_workload_key(t.dispatched[0]), target_key)), database)
+    ]
     log.info("tuning: %d tasks, %d not in the database %s", len(tasks), len(pending), db_dir)
     if not pending or not config.measures:
         if pending:
@@ -299,7 +305,8 @@ def tune(
     # on the tasks that hold most of it.
     log.info("tuning: measuring the default schedules of %d tasks", len(pending))
     default_secs = _measure(default_mods, target, builder, runner)
-    selected = _worth_tuning([s * t.weight for t, s in zip(pending, default_secs)], config.min_task_share)
+    costs = [s * t.weight for t, s in zip(pending, default_secs)]  # seconds per model run
+    selected = _worth_tuning(costs, config.min_task_share)
     for i, (task, key, default_s) in enumerate(zip(pending, pending_keys, default_secs)):
         if i not in selected:
             note = "not tuned: a small share of the model's time under the default schedules"
@@ -309,18 +316,18 @@ def tune(
     chosen = [pending[i] for i in sorted(selected)]
     log.info(
         "tuning: %d of %d tasks hold %.0f%% of the default time; tuning those",
-        len(chosen), len(pending), 100 * _share(selected, [s * t.weight for t, s in zip(pending, default_secs)]),
+        len(chosen), len(pending), 100 * _share(selected, costs),
     )
     deadline = start + config.minutes * 60 if config.minutes else None
     progress = _ProgressCallback(config.trials)
     if chosen:
+        # The evolutionary search (mutation, feature extraction, cost-model prediction) runs on every core: it is
+        # a large share of each batch's wall time on 2 cores.
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            # The evolutionary search (mutation, feature extraction, cost-model prediction) runs on every core:
-            # it is a large share of each batch's wall time on 2 cores.
             chosen, os.path.join(work_dir, "logs"), num_threads=os.cpu_count() or 1, seed=config.seed
         )
         # A minutes budget without a trial budget sets no trial limit: the scheduler stops at the deadline.
-        policy = TimeSharePolicy([default_secs[i] * pending[i].weight for i in sorted(selected)], deadline)
+        policy = TimeSharePolicy([costs[i] for i in sorted(selected)], deadline)
         ms.tune.tune_tasks(
             tasks=contexts,
             task_weights=weights,
