@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from .errors import TvmcompressError
-from .onnx_graphs import all_graphs
+from .onnx_graphs import all_graphs, value_types
 
 logger = logging.getLogger(__name__)
 
@@ -580,7 +580,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     opset = _default_opset(model) or _LAST_CHECKED_OPSET
     found = set()
     for graph in all_graphs(model.graph):
-        types = _value_types(graph)
+        types = value_types(graph)
         for node in graph.node:
             for elem_type in _node_types(node, types):
                 if (elem_type in _UNSUPPORTED_TYPES and not onnx_ops.converts_type(node, opset, elem_type)) or (
@@ -619,13 +619,6 @@ _UNSUPPORTED_TYPES = frozenset(
 # TopK on uint64 (TVM's sort has no uint64 kernel) and Unique on bfloat16 (ConvertLayout fails on its output).
 _UNSUPPORTED_OP_TYPES = frozenset({("TopK", onnx.TensorProto.UINT64), ("Unique", onnx.TensorProto.BFLOAT16)})
 
-
-def _value_types(graph: onnx.GraphProto) -> dict[str, int]:
-    types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in list(graph.input) + list(graph.value_info) + list(graph.output)
-             if vi.type.HasField("tensor_type")}
-    types.update({t.name: t.data_type for t in graph.initializer})
-    return types
 
 
 def _node_types(node: onnx.NodeProto, types: Mapping[str, int]):

@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 from tvm import relax, topi
 
+from ..onnx_graphs import value_types
 from ..sub_byte_io import LIBRARY_DTYPES
 from .relax_helpers import const, dtype_of
 
@@ -70,7 +71,7 @@ def lower_model(model: onnx.ModelProto, graphs) -> None:
     """Rewrite `model` (a copy made for import) in place as described in the module docstring; `graphs` are its
     graphs (main and subgraphs)."""
     for graph in graphs:
-        types = _value_types(graph)
+        types = value_types(graph)
         for node in graph.node:
             if node.domain not in ("", "ai.onnx"):
                 continue
@@ -96,13 +97,6 @@ def lower_model(model: onnx.ModelProto, graphs) -> None:
                 array = numpy_helper.to_array(tensor).astype(carrier_dtype(tensor.data_type))
                 graph.initializer[index].CopyFrom(numpy_helper.from_array(array, tensor.name))
 
-
-def _value_types(graph: onnx.GraphProto) -> dict[str, int]:
-    types = {vi.name: vi.type.tensor_type.elem_type
-             for vi in list(graph.input) + list(graph.value_info) + list(graph.output)
-             if vi.type.HasField("tensor_type")}
-    types.update({t.name: t.data_type for t in graph.initializer})
-    return types
 
 
 # ------------------------------------------------------------------------------------------------ casts
