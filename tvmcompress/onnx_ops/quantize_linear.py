@@ -153,6 +153,17 @@ def _precision_form(node, op: str) -> str | None:
     return None
 
 
+def _ours_or_tvms(ours, tvms):
+    """A converter that takes the forms `_is_ours` claims and hands every other form to TVM's converter."""
+
+    def converted(bb, inputs, attr, params):
+        if _is_ours(attr):
+            return ours(bb, inputs, attr)
+        return tvms(bb, inputs, attr, params)
+
+    return converted
+
+
 class QuantizeLinear(OnnxOpConverter):
     """TVM's converter, except for sub-byte, float8 and blocked forms (see the module docstring)."""
 
@@ -164,14 +175,7 @@ class QuantizeLinear(OnnxOpConverter):
 
     @classmethod
     def get_converter(cls, opset):
-        convert = tvm_onnx.QuantizeLinear.get_converter(opset)
-
-        def converted(bb, inputs, attr, params):
-            if _is_ours(attr):
-                return quantize(bb, inputs, attr)
-            return convert(bb, inputs, attr, params)
-
-        return converted
+        return _ours_or_tvms(quantize, tvm_onnx.QuantizeLinear.get_converter(opset))
 
 
 class DequantizeLinear(OnnxOpConverter):
@@ -181,11 +185,4 @@ class DequantizeLinear(OnnxOpConverter):
 
     @classmethod
     def get_converter(cls, opset):
-        convert = tvm_onnx.DequantizeLinear.get_converter(opset)
-
-        def converted(bb, inputs, attr, params):
-            if _is_ours(attr):
-                return dequantize(bb, inputs, attr)
-            return convert(bb, inputs, attr, params)
-
-        return converted
+        return _ours_or_tvms(dequantize, tvm_onnx.DequantizeLinear.get_converter(opset))
