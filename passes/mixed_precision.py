@@ -17,6 +17,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .fold_constants_numpy import fold_constants
+
 __all__ = ["MixedPrecision"]
 
 _ASTYPE = tvm.ir.Op.get("relax.astype")
@@ -37,7 +39,7 @@ class MixedPrecision:
                 if isinstance(func, relax.Function):
                     rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
             mod = rewriter.builder_.get()
-        return relax.transform.FoldConstant()(mod)
+        return fold_constants()(mod)
 
 
 @mutator

@@ -33,6 +33,7 @@ from tvm import relax
 from ..errors import TvmcompressError
 from .bias_correction import CorrectBias, measure_bias_corrections
 from .calibrate import calibrate
+from .fold_constants_numpy import fold_constants
 from .fold_qdq_to_int8 import FoldQDQToInt8
 from .hoist_quantize import HoistQuantize
 from .insert_qdq import InsertQDQ
@@ -60,7 +61,7 @@ def prepare_for_quantization(mod: tvm.IRModule) -> tvm.IRModule:
         [
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
-            relax.transform.FoldConstant(),
+            fold_constants(),
             # NOTE: last: tables, exclusions and records are keyed by binding name, which must be unique.
             UniqueBindingNames(),
         ]
@@ -194,7 +195,7 @@ def fold_prequantized(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict]:
             HoistQuantize(),
             # NOTE: after the folding, so that only what FoldQDQToInt8 left in float (batch-norm parameters,
             # weights it cannot fold) becomes float constants.
-            relax.transform.FoldConstant(),
+            fold_constants(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.DeadCodeElimination(),
         ]
