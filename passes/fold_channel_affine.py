@@ -103,6 +103,8 @@ def _find_chains(func: relax.Function) -> list[_Chain]:
             vector = None if const is None else _channel_vector(const, len(out_shape), axis, channels)
             if vector is None or [int(d) for d in nxt.var.ty.shape.values] != out_shape:
                 break
+            if op.name == "relax.divide" and not np.all(vector):
+                break  # x / 0 is inf or nan per element; a folded weight would spread that over whole sums
             if op.name == "relax.add":
                 chain.shift = chain.shift + vector
             elif op.name == "relax.subtract":

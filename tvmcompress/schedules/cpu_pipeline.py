@@ -16,6 +16,9 @@ from .cpu_rules.rule_base import guarded
 from .cpu_rules.packed_compute import LEGALIZE_MAP
 from .int8_rules import Int8DotProduct, make_int8_legalize_map
 from .cpu_rules.restore_clip import RestoreScalarMinMax
+from ..passes.fold_channel_affine import FoldChannelAffine
+from ..passes.fold_constants_numpy import fold_constants
+from ..passes.unique_binding_names import UniqueBindingNames
 
 
 def host_target(num_cores: int | None = None) -> tvm.target.Target:
@@ -39,13 +42,17 @@ def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         # FuseOps later fuses into the conv epilogue.
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
-        relax.transform.FoldConstant(),
+        fold_constants(),
+        # A decomposed BatchNorm (and any per-channel scale or shift after a conv/matmul) folds into the
+        # weight and one bias: the epilogue adds once instead of subtract, divide, multiply, add per element.
+        UniqueBindingNames(),
+        FoldChannelAffine(),
         # NOTE: before ConvertLayout, which cannot see into the importer's call_tir Clip.
         RestoreScalarMinMax(),
         # NHWC: channels innermost, so conv, depthwise conv, pooling and the fused
         # epilogues all vectorize over channels. Weight permutes fold into constants.
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-        relax.transform.FoldConstant(),
+        fold_constants(),
         *cpu_generic.library_dispatch_passes(target),
         # erf (GELU), exp (softmax), tanh, sigmoid -> vectorizable polynomial versions; libm calls
         # would be scalar. Costs ~1e-6 relative error.
@@ -56,7 +63,7 @@ def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         # (vpdpbusd, vpmaddubsw, sdot; schedules/int8_rules.py).
         relax.transform.LegalizeOps(customize_legalize_map=make_int8_legalize_map(LEGALIZE_MAP)),
         relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
+        fold_constants(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
