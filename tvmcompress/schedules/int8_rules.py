@@ -34,7 +34,9 @@ from .cpu_rules.common import fuse_epilogue, loop_extent, root_blocks, schedule_
 from .cpu_rules.packed_compute import SCHEDULE_KEY
 from .cpu_rules.target_info import cpu_info
 from .int8_conv import INT8_CONV2D, legalize_int8_conv2d, legalize_int8_depthwise
-from .int8_intrinsics import AVX2, REDUCE, SDOT, VNNI, DotIntrin, dot_intrin_for, pairs_fit_int16
+from .int8_intrinsics import (
+    AVX2, REDUCE, SDOT, VNNI, DotIntrin, dot_intrin_for, pairs_fit_int16, register_intrinsics,
+)
 
 __all__ = [
     "AVX2", "BLOCK_NAME", "DotIntrin", "Int8DotProduct", "VNNI", "SDOT", "dot_intrin_for", "make_int8_legalize_map",
@@ -211,6 +213,7 @@ class Int8DotProduct(ScheduleRule):
         init = sch.decompose_reduction(block, reduce_loops[0])
         sch.vectorize(sch.get_loops(init)[-1])
         # NOTE: tensorize last: `parallel` rejects a loop nest holding the opaque block tensorize leaves.
+        register_intrinsics()
         sch.tensorize(cl, intrin.name)
         f32_lanes = cpu_info(target).lanes(32)
         tile = sch.fuse(*sch.get_loops(epilogue)[depth:])
