@@ -60,6 +60,25 @@ def _read_cpuinfo_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
+def _available_cpus() -> set[int]:
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def physical_cores(sysfs: str = "/sys/devices/system/cpu") -> int:
+    """Cores this process may run on, counting SMT siblings (hyperthreads) of one core once.
+
+    Read from sysfs `topology/thread_siblings_list`; without it, every logical CPU counts."""
+    cpus = _available_cpus()
+    groups = set()
+    for cpu in cpus:
+        try:
+            with open(f"{sysfs}/cpu{cpu}/topology/thread_siblings_list", encoding="utf-8") as f:
+                groups.add(f.read().strip())
+        except OSError:
+            groups.add(f"cpu{cpu}")
+    return max(len(groups), 1)
+
+
 @functools.lru_cache(maxsize=1)
 def detect() -> CpuFeatures:
     from tvm.target import codegen  # local: importing tvm is slow, and presets are listed without a build
@@ -67,5 +86,4 @@ def detect() -> CpuFeatures:
     mcpu = codegen.llvm_get_system_cpu()
     if mcpu in ("", "generic"):
         mcpu = "x86-64"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return CpuFeatures(mcpu=mcpu, cores=cores, flags=_read_cpuinfo_flags())
+    return CpuFeatures(mcpu=mcpu, cores=len(_available_cpus()), flags=_read_cpuinfo_flags())

@@ -40,11 +40,16 @@ class Session:
 class VMSession(Session):
     """The Relax VM of a library loaded in this process (native CPU or CUDA)."""
 
-    def __init__(self, library: str, device: str):
+    def __init__(self, library: str, device: str, threads: int = 0):
         import tvm
         from tvm import relax
 
+        from tvmcompress.threads import use_threads
+
         self.device = tvm.cpu(0) if device == "cpu" else tvm.cuda(0)
+        # The artifact's num-cores (0: the whole pool). NOTE: TVM's pool is per calling thread; this sizes the
+        # pool of the thread that opens the session, the one that calls it in our CLI, API and benchmarks.
+        self.threads = use_threads(threads) if device == "cpu" else 0
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(library), self.device)
         self.main = self.vm["main"]
 
@@ -104,11 +109,12 @@ def _check_gpu() -> None:
         )
 
 
-def open_session(runner: str, arch: str, library: str, requires: Sequence[str] = ()) -> Session:
-    """Load a library the way the manifest's runner kind says it runs on this machine."""
+def open_session(runner: str, arch: str, library: str, requires: Sequence[str] = (), threads: int = 0) -> Session:
+    """Load a library the way the manifest's runner kind says it runs on this machine; `threads`: CPU workers
+    (the artifact's num-cores; 0: all of TVM's pool)."""
     if runner == "native":
         _check_host_flags(requires)
-        return VMSession(library, "cpu")
+        return VMSession(library, "cpu", threads)
     if runner == "gpu":
         _check_gpu()
         return VMSession(library, "cuda")

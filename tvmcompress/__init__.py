@@ -9,6 +9,10 @@ __version__ = "0.1.0"
 
 from .errors import TvmcompressError
 from .config import CompileOptions
+from .threads import set_default_pool_size
+
+# NOTE: before anything creates TVM's thread pool, whose default size on x86 is half the logical CPUs (threads.py).
+set_default_pool_size()
 
 # The API and Artifact load on first use (PEP 562): they import ONNX and numpy, which a CLI cache hit
 # (tvmcompress/cache.py) must not wait for.

@@ -187,7 +187,8 @@ class Artifact:
         if self._session is None:
             target = self.target
             self._session = open_session(
-                target["runner"], target["arch"], self.library_path, requires=target.get("requires", [])
+                target["runner"], target["arch"], self.library_path, requires=target.get("requires", []),
+                threads=int(target.get("json", {}).get("num-cores", 0) or 0),
             )
         return self._session
 
