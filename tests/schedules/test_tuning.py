@@ -15,6 +15,7 @@ from tvm.s_tir import meta_schedule as ms
 import zoo
 from tvmcompress import frontend
 from tvmcompress.config import TuneConfig
+from tvmcompress.errors import TvmcompressError
 from tvmcompress.schedules import cpu_pipeline, tuning
 
 MARKER = "tvmcompress_test_marker"
@@ -177,3 +178,12 @@ def test_the_duel_times_default_and_tuned_alternately_and_keeps_the_fastest(monk
     assert calls == [["d0", "t0", "d1", "t1", "d0", "t0", "d1", "t1"]]
     assert result == [(4.0, 3.0), (1.0, 8.0)]
     assert tuning._duel([], [], None, None, None) == []
+
+
+def test_a_tuned_schedule_must_win_by_the_margin():
+    assert tuning.choose_schedule(default_s=1.0, tuned_s=0.9, min_speedup=1.03) == "tuned"
+    assert tuning.choose_schedule(default_s=1.0, tuned_s=0.99, min_speedup=1.03) == "default"  # within noise
+    assert tuning.choose_schedule(default_s=1.0, tuned_s=1.2, min_speedup=1.0) == "default"
+    assert tuning.choose_schedule(default_s=1.0, tuned_s=tuning.FAILED_RUN_S, min_speedup=1.03) == "default"
+    with pytest.raises(TvmcompressError, match="min_speedup"):
+        TuneConfig(trials=1, min_speedup=0.9)

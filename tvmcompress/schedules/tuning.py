@@ -350,13 +350,13 @@ def tune(
     duel = [i for i in sorted(selected) if pending_keys[i] in best]
     log.info("tuning: timing the default and the best tuned schedule of %d tasks side by side", len(duel))
     timed = _duel([default_mods[i] for i in duel], [_scheduled(best[pending_keys[i]]) for i in duel],
-                  target, builder, runner)
+                  target, builder, runner, rounds=3)
     final = dict(zip(duel, timed))
     for i in sorted(selected):
         task, workload_key = pending[i], pending_keys[i]
         # A task without a record keeps the default (timed before tuning).
         default_s, tuned_s = final.get(i, (default_secs[i], FAILED_RUN_S))
-        use = "tuned" if tuned_s < default_s else "default"
+        use = choose_schedule(default_s, tuned_s, config.min_speedup)
         key = (workload_key, target_key)
         decisions[key] = TaskDecision(task.task_name, key[0], target_key, default_s, tuned_s, use)
         tuned_ms = f"{tuned_s * 1e3:.4f} ms" if tuned_s < FAILED_RUN_S else "no record"
@@ -389,6 +389,11 @@ def _duel(defaults: list[tvm.IRModule], tuned: list[tvm.IRModule], target, build
         (min(secs[r * 2 * n + 2 * i] for r in range(rounds)), min(secs[r * 2 * n + 2 * i + 1] for r in range(rounds)))
         for i in range(n)
     ]
+
+
+def choose_schedule(default_s: float, tuned_s: float, min_speedup: float) -> str:
+    """'tuned' when the tuned schedule measured at least `min_speedup` times faster than the default, else 'default'."""
+    return "tuned" if tuned_s * min_speedup <= default_s else "default"
 
 
 def _covered(func, decision: TaskDecision | None, database) -> bool:
