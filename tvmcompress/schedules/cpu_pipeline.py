@@ -31,6 +31,13 @@ def host_target(num_cores: int | None = None) -> tvm.target.Target:
     return tvm.target.Target(config)
 
 
+def channels_last(mod: tvm.IRModule) -> tvm.IRModule:
+    """conv2d in NHWC data / OHWI weights, with the permutes it adds folded into the weights."""
+    return tvm.transform.Sequential(
+        [relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}), fold_constants()]
+    )(mod)
+
+
 def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The steps up to scheduling: legalized, fused, unscheduled PrimFuncs.
 
