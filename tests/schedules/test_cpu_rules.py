@@ -7,15 +7,14 @@ Backend tier: builds and runs on the host CPU. No timing assertions (see bench/r
 from __future__ import annotations
 
 import numpy as np
-import onnx
+import onnxruntime as ort
 import pytest
 import tvm
 import tvm.relax.frontend.onnx
-import tvm_ffi
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, tirx
 
-from tvmcompress.schedules.cpu_pipeline import cpu_pipeline, cpu_schedule_passes, host_target
+from tvmcompress.schedules.cpu_pipeline import cpu_pipeline, cpu_schedule_passes
 from tvmcompress.schedules.cpu_rules import (
     Conv2D,
     Dense,
@@ -28,129 +27,56 @@ from tvmcompress.schedules.cpu_rules import (
 )
 from tvmcompress.schedules.cpu_rules.rule_base import GuardedRule
 
-ort = pytest.importorskip("onnxruntime")
-
-TARGET = host_target(num_cores=2)
-
-
-def _model(nodes, inputs, output_name, inits) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-def _rand(*shape, seed=0):
-    return np.random.default_rng(seed + len(shape)).standard_normal(shape).astype("float32")
-
-
-def _run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = sess.run(None, feeds)[0]
-    mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
-    ex = tvm.compile(mod, TARGET, relax_pipeline=cpu_pipeline(TARGET))
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    actual = vm["main"](*[tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]).numpy()
-    return actual, expected
-
-
-def _scheduled(model: onnx.ModelProto) -> tvm.IRModule:
-    mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
-    with TARGET:
-        return tvm.transform.Sequential(cpu_schedule_passes(TARGET))(mod)
-
-
-def _unscheduled(model: onnx.ModelProto) -> tvm.IRModule:
-    """The module just before ApplyDefaultSchedule, to ask a rule directly whether it matches."""
-    mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
-    with TARGET:
-        return tvm.transform.Sequential(cpu_schedule_passes(TARGET)[:-1])(mod)
-
-
-def _loop_kinds(func: tirx.PrimFunc) -> dict[str, list[int]]:
-    kinds: dict[str, list[int]] = {"parallel": [], "vectorized": [], "unrolled": []}
-
-    def visit(loop: tirx.For):
-        extent = int(loop.extent) if isinstance(loop.extent, tirx.IntImm) else -1
-        if loop.kind == tirx.ForKind.PARALLEL:
-            kinds["parallel"].append(extent)
-        elif loop.kind == tirx.ForKind.VECTORIZED:
-            kinds["vectorized"].append(extent)
-        elif loop.kind == tirx.ForKind.UNROLLED:
-            kinds["unrolled"].append(extent)
-
-    tvm_ffi.structural_walk(func.body, [(tirx.For, visit)], order="post")
-    return kinds
-
-
-def _funcs(mod: tvm.IRModule, name_part: str) -> list[tuple[str, tirx.PrimFunc]]:
-    found = [(gv.name_hint, f) for gv, f in mod.functions_items()
-             if isinstance(f, tirx.PrimFunc) and name_part in gv.name_hint]
-    assert found, f"no PrimFunc named *{name_part}* in {[gv.name_hint for gv in mod.get_global_vars()]}"
-    return found
-
-
-def _assert_rule(model, name_part, rule, *, parallel=True, vectorized=True, unrolled=False):
-    """The rule matches the PrimFunc on its own, and the pipeline's result has the loop kinds."""
-    before = dict(_funcs(_unscheduled(model), name_part))
-    after = dict(_funcs(_scheduled(model), name_part))
-    for name, func in before.items():
-        assert rule.apply(func, TARGET, False) is not None, f"{type(rule).__name__} did not match {name}"
-        kinds = _loop_kinds(after[name])
-        assert after[name].attrs["tirx.is_scheduled"]
-        assert not parallel or kinds["parallel"], f"{name}: no parallel loop"
-        assert not vectorized or kinds["vectorized"], f"{name}: no vectorized loop"
-        assert not unrolled or kinds["unrolled"], f"{name}: no unrolled loop"
-        if vectorized:  # vectors are whole SIMD registers (8 fp32 lanes on AVX2) or a multiple
-            lanes = 8 if tvm.target.codegen.target_has_features("avx", TARGET) else 4
-            assert all(e % lanes == 0 or e < lanes for e in kinds["vectorized"]), kinds
-
-
-# fp32 accumulation orders differ from onnxruntime's (blocked K loops, FMA contraction), so sums
-# of ~600 products of N(0,1) values (magnitude ~25) agree to ~1e-4 absolute.
-CONV_ATOL = 2e-3
+from rule_harness import (  # pytest puts this folder on sys.path
+    CONV_ATOL,
+    TARGET,
+    assert_rule,
+    before_schedule,
+    funcs,
+    loop_kinds,
+    make_model,
+    rand,
+    run_both,
+    schedule_model,
+)
 
 
 def test_conv2d_bias_relu_matches_ort_and_uses_conv_rule():
-    w, b = _rand(32, 16, 3, 3), _rand(32)
-    model = _model(
+    w, b = rand(32, 16, 3, 3), rand(32)
+    model = make_model(
         [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
          helper.make_node("Relu", ["c"], ["y"])],
         [("x", [1, 16, 14, 14])], "y", {"w": w, "b": b},
     )
-    actual, expected = _run_both(model, {"x": _rand(1, 16, 14, 14)})
+    actual, expected = run_both(model, {"x": rand(1, 16, 14, 14)})
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=CONV_ATOL)
-    _assert_rule(model, "conv2d_nhwc_packed", Conv2D(), unrolled=True)
+    assert_rule(model, "conv2d_nhwc_packed", Conv2D(), unrolled=True)
 
 
 def test_strided_conv2d_matches_ort():
-    w = _rand(16, 3, 7, 7)
-    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[7, 7], strides=[2, 2], pads=[3, 3, 3, 3])],
+    w = rand(16, 3, 7, 7)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[7, 7], strides=[2, 2], pads=[3, 3, 3, 3])],
                    [("x", [1, 3, 32, 32])], "y", {"w": w})
-    actual, expected = _run_both(model, {"x": _rand(1, 3, 32, 32)})
+    actual, expected = run_both(model, {"x": rand(1, 3, 32, 32)})
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=CONV_ATOL)
 
 
 def test_depthwise_conv2d_matches_ort_and_uses_depthwise_rule():
-    w = _rand(32, 1, 3, 3)
-    model = _model(
+    w = rand(32, 1, 3, 3)
+    model = make_model(
         [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], group=32),
          helper.make_node("Clip", ["c", "lo", "hi"], ["y"])],
         [("x", [1, 32, 16, 16])], "y", {"w": w, "lo": np.array(0.0, "float32"), "hi": np.array(6.0, "float32")},
     )
-    actual, expected = _run_both(model, {"x": _rand(1, 32, 16, 16)})
+    actual, expected = run_both(model, {"x": rand(1, 32, 16, 16)})
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)  # 9 products per output
-    _assert_rule(model, "depthwise_conv2d_nhwc", DepthwiseConv2D(), unrolled=True)
+    assert_rule(model, "depthwise_conv2d_nhwc", DepthwiseConv2D(), unrolled=True)
 
 
 def test_dense_bias_gelu_matches_ort_and_uses_dense_rule():
-    w, b = _rand(64, 48), _rand(48)
+    w, b = rand(64, 48), rand(48)
     sqrt2 = np.array(np.sqrt(2.0), "float32")
-    model = _model(
+    model = make_model(
         [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["h"]),
          helper.make_node("Div", ["h", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
          helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["g"]),
@@ -158,100 +84,100 @@ def test_dense_bias_gelu_matches_ort_and_uses_dense_rule():
         [("x", [1, 16, 64])], "y",
         {"w": w, "b": b, "sqrt2": sqrt2, "one": np.array(1.0, "float32"), "half": np.array(0.5, "float32")},
     )
-    actual, expected = _run_both(model, {"x": _rand(1, 16, 64)})
+    actual, expected = run_both(model, {"x": rand(1, 16, 64)})
     # fast_erf (FastMathTransform) is a polynomial with ~1e-6 relative error; 64-term sums.
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-3)
-    _assert_rule(model, "dense_packed", Dense(), unrolled=True)
+    assert_rule(model, "dense_packed", Dense(), unrolled=True)
 
 
 def test_batch_matmul_matches_ort_and_uses_matmul_rule():
-    model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", [4, 32, 16]), ("b", [4, 16, 24])], "y", {})
-    feeds = {"a": _rand(4, 32, 16), "b": _rand(4, 16, 24, seed=1)}
-    actual, expected = _run_both(model, feeds)
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", [4, 32, 16]), ("b", [4, 16, 24])], "y", {})
+    feeds = {"a": rand(4, 32, 16), "b": rand(4, 16, 24, seed=1)}
+    actual, expected = run_both(model, feeds)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)  # 16-term sums
-    _assert_rule(model, "matmul", Matmul(), unrolled=True)
+    assert_rule(model, "matmul", Matmul(), unrolled=True)
 
 
 def test_max_pool_matches_ort_and_uses_pooling_rule():
     # A conv in front makes ConvertLayout put the pool in NHWC, as in a real CNN.
-    w = _rand(16, 8, 1, 1)
-    model = _model(
+    w = rand(16, 8, 1, 1)
+    model = make_model(
         [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
          helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
         [("x", [1, 8, 16, 16])], "y", {"w": w},
     )
-    actual, expected = _run_both(model, {"x": _rand(1, 8, 16, 16)})
+    actual, expected = run_both(model, {"x": rand(1, 8, 16, 16)})
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
-    _assert_rule(model, "max_pool2d", Pooling(), parallel=False)
+    assert_rule(model, "max_pool2d", Pooling(), parallel=False)
 
 
 def test_global_average_pool_matches_ort_and_uses_pooling_rule():
-    w = _rand(64, 8, 1, 1)
-    model = _model(
+    w = rand(64, 8, 1, 1)
+    model = make_model(
         [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
          helper.make_node("GlobalAveragePool", ["c"], ["y"])],
         [("x", [1, 8, 14, 14])], "y", {"w": w},
     )
-    actual, expected = _run_both(model, {"x": _rand(1, 8, 14, 14)})
+    actual, expected = run_both(model, {"x": rand(1, 8, 14, 14)})
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
-    _assert_rule(model, "mean", Pooling(), parallel=False)
+    assert_rule(model, "mean", Pooling(), parallel=False)
 
 
 def test_softmax_matches_ort_and_uses_normalization_rule():
-    model = _model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", [4, 64, 64])], "y", {})
-    actual, expected = _run_both(model, {"x": _rand(4, 64, 64)})
+    model = make_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", [4, 64, 64])], "y", {})
+    actual, expected = run_both(model, {"x": rand(4, 64, 64)})
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)  # fast_exp: ~1e-6 relative
-    _assert_rule(model, "softmax", Normalization())
+    assert_rule(model, "softmax", Normalization())
 
 
 def test_layer_norm_matches_ort_and_uses_normalization_rule():
-    gamma, beta = _rand(128), _rand(128, seed=1)
-    model = _model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+    gamma, beta = rand(128), rand(128, seed=1)
+    model = make_model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
                    [("x", [1, 64, 128])], "y", {"g": gamma, "b": beta})
-    actual, expected = _run_both(model, {"x": _rand(1, 64, 128)})
+    actual, expected = run_both(model, {"x": rand(1, 64, 128)})
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
-    _assert_rule(model, "layer_norm", Normalization())
+    assert_rule(model, "layer_norm", Normalization())
 
 
 def test_elementwise_matches_ort_and_uses_injective_rule():
-    model = _model([helper.make_node("Add", ["x", "b"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
-                   [("x", [1, 64, 32, 32])], "y", {"b": _rand(1, 64, 1, 1)})
-    actual, expected = _run_both(model, {"x": _rand(1, 64, 32, 32)})
+    model = make_model([helper.make_node("Add", ["x", "b"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
+                   [("x", [1, 64, 32, 32])], "y", {"b": rand(1, 64, 1, 1)})
+    actual, expected = run_both(model, {"x": rand(1, 64, 32, 32)})
     np.testing.assert_array_equal(actual, expected)  # one add and a max: exact
-    _assert_rule(model, "add", Injective())
+    assert_rule(model, "add", Injective())
 
 
 def test_fallback_schedules_any_primfunc():
     # A row reduction with a trailing elementwise op in one PrimFunc none of the specific rules own.
-    model = _model([helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1), helper.make_node("Exp", ["s"], ["y"])],
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1), helper.make_node("Exp", ["s"], ["y"])],
                    [("x", [64, 256])], "y", {"axes": np.array([1], "int64")})
-    actual, expected = _run_both(model, {"x": _rand(64, 256) * 0.01})
+    actual, expected = run_both(model, {"x": rand(64, 256) * 0.01})
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
-    for name, func in _funcs(_unscheduled(model), "sum"):
+    for name, func in funcs(before_schedule(model), "sum"):
         assert Fallback().apply(func, TARGET, False) is not None, name
-    for name, func in _scheduled(model).functions_items():
+    for name, func in schedule_model(model).functions_items():
         if isinstance(func, tirx.PrimFunc):
             assert func.attrs["tirx.is_scheduled"], name
 
 
 def test_pipeline_is_deterministic():
-    w = _rand(16, 8, 3, 3)
-    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+    w = rand(16, 8, 3, 3)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
                    [("x", [1, 8, 8, 8])], "y", {"w": w})
-    tvm.ir.assert_structural_equal(_scheduled(model), _scheduled(model), map_free_vars=True)
+    tvm.ir.assert_structural_equal(schedule_model(model), schedule_model(model), map_free_vars=True)
 
 
 def test_aarch64_target_uses_neon_width():
     """Cross codegen only (LLVM in-process, no toolchain): 128-bit NEON -> 4 fp32 lanes."""
     target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4})
-    w = _rand(16, 8, 3, 3)
-    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+    w = rand(16, 8, 3, 3)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
                    [("x", [1, 8, 8, 8])], "y", {"w": w})
     mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
     with target:
         scheduled = tvm.transform.Sequential(cpu_schedule_passes(target))(mod)
-    (_, conv), = _funcs(scheduled, "conv2d_nhwc_packed")
-    assert set(_loop_kinds(conv)["vectorized"]) <= {4, 8}
+    (_, conv), = funcs(scheduled, "conv2d_nhwc_packed")
+    assert set(loop_kinds(conv)["vectorized"]) <= {4, 8}
     tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))  # codegen succeeds
 
 
@@ -261,12 +187,12 @@ def test_aarch64_target_uses_neon_width():
 
 def test_rule_errors_pass_to_the_next_rule_on_an_extern_call():
     # TopK legalizes to a call_packed block with no root block: Fallback's get_sblock("root") raises on it.
-    x = _rand(3, 16)
-    model = _model([helper.make_node("TopK", ["x", "k"], ["y", "i"], axis=1)], [("x", [3, 16])], "y",
+    x = rand(3, 16)
+    model = make_model([helper.make_node("TopK", ["x", "k"], ["y", "i"], axis=1)], [("x", [3, 16])], "y",
                    {"k": np.array([4], "int64")})
-    actual, expected = _run_both(model, {"x": x})
+    actual, expected = run_both(model, {"x": x})
     np.testing.assert_array_equal(actual, expected)  # a sort: exact
-    func = next(f for _, f in _funcs(_unscheduled(model), "topk"))
+    func = next(f for _, f in funcs(before_schedule(model), "topk"))
     with pytest.raises(Exception):  # noqa: B017 - the unguarded rule's own error type (a ScheduleError)
         Fallback().apply(func, TARGET, False)
     assert GuardedRule(Fallback()).apply(func, TARGET, False) is None
@@ -274,10 +200,10 @@ def test_rule_errors_pass_to_the_next_rule_on_an_extern_call():
 
 def test_zero_size_output_builds():
     # A slice that starts past the end gives a [4, 0, 5] tensor; fusing its loops would divide by zero.
-    model = _model([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])], [("x", [4, 10, 5])], "y",
+    model = make_model([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])], [("x", [4, 10, 5])], "y",
                    {"starts": np.array([1000], "int64"), "ends": np.array([1001], "int64"),
                     "axes": np.array([1], "int64")})
-    actual, expected = _run_both(model, {"x": _rand(4, 10, 5)})
+    actual, expected = run_both(model, {"x": rand(4, 10, 5)})
     assert actual.shape == expected.shape == (4, 0, 5)
 
 
