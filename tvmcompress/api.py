@@ -155,7 +155,8 @@ def _compile_fresh(
         # Saved before the build: `export --static` rebuilds exactly this module as a system library.
         _save_relax_module(mod, writer.path(RELAX_MODULE_NAME))
         with record_memory_plan() as recorder:
-            result = build_library(mod, preset, library, options.tune, tuning_dir, options.separate_weights)
+            result = build_library(mod, preset, library, options.tune, tuning_dir, options.separate_weights,
+                                   options.winograd)
         if result.weights is not None:
             from .weights_file import write as write_weights
 
@@ -193,7 +194,7 @@ def _compile_fresh(
             )
         if result.tuning is not None:
             passes.append({"name": "tvmcompress.tune", "options": asdict(options.tune)})
-        passes.append({"name": result.pipeline, "options": {}})
+        passes.append({"name": result.pipeline, "options": {"winograd": options.winograd}})
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "versions": _versions(),

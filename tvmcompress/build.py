@@ -30,7 +30,7 @@ class BuildResult:
     weights: list | None = None  # separate_weights: the lifted weights (numpy), in main's parameter order
 
 
-def relax_pipeline_for(target: tvm.target.Target, tuned=None) -> tuple[object, str]:
+def relax_pipeline_for(target: tvm.target.Target, tuned=None, winograd: bool = True) -> tuple[object, str]:
     """The relax pipeline that lowers and schedules a module for `target`, and its name for the manifest.
 
     CPU targets get our default schedule rules (TVM's own CPU pipeline leaves TIR unscheduled, which runs
@@ -39,17 +39,18 @@ def relax_pipeline_for(target: tvm.target.Target, tuned=None) -> tuple[object, s
     if target.kind.name == "llvm":
         from .schedules.cpu_pipeline import cpu_pipeline
 
-        return cpu_pipeline(target, tuned), "tvmcompress.cpu_pipeline"
+        return cpu_pipeline(target, tuned, winograd), "tvmcompress.cpu_pipeline"
     return "default", f"tvm.default({target.kind.name})"
 
 
 def compile_module(
-    mod: tvm.IRModule, preset: TargetPreset, tuned=None, lift_weights=None
+    mod: tvm.IRModule, preset: TargetPreset, tuned=None, lift_weights=None, winograd: bool = True
 ) -> tuple[relax.VMExecutable, str]:
     """`lift_weights`: a tvmcompress.lift_weights.LiftWeights to run after the pipeline (--separate-weights);
-    it then holds the weights that main takes as extra parameters."""
+    it then holds the weights that main takes as extra parameters. `winograd=False` keeps CPU convolutions direct
+    (packed_compute.legalize_map)."""
     target = tvm.target.Target(preset.tvm_target)
-    pipeline, pipeline_name = relax_pipeline_for(target, tuned)
+    pipeline, pipeline_name = relax_pipeline_for(target, tuned, winograd)
     if lift_weights is not None:
         if not isinstance(pipeline, tvm.transform.Pass):
             raise TvmcompressError(f"--separate-weights supports CPU targets, not {preset.name}: drop the flag")
@@ -70,7 +71,7 @@ def export_library(executable, preset: TargetPreset, path: str) -> None:
     executable.export_library(path, fcompile=fcompile)
 
 
-def tune_module(mod: tvm.IRModule, preset: TargetPreset, config: TuneConfig, tuning_dir: str):
+def tune_module(mod: tvm.IRModule, preset: TargetPreset, config: TuneConfig, tuning_dir: str, winograd: bool = True):
     """MetaSchedule tuning of the module's tasks, as the CPU pipeline will lower them; returns the database of
     records that beat our defaults (saved to tuning_dir as well) and the tuning summary."""
     from .schedules import tuning
@@ -81,7 +82,7 @@ def tune_module(mod: tvm.IRModule, preset: TargetPreset, config: TuneConfig, tun
     if target.kind.name != "llvm":
         raise TvmcompressError(f"tuning supports CPU targets for now, not {preset.name}: drop the tuning flags")
     with target:
-        lowered = tvm.transform.Sequential(cpu_lowering_passes(target))(mod)
+        lowered = tvm.transform.Sequential(cpu_lowering_passes(target, winograd))(mod)
     export = tuning.cross_export(find_compiler(preset)) if preset.runner != "native" else None
     if preset.runner != "native" and config.rpc is None and config.measures:
         raise TvmcompressError(
@@ -102,17 +103,18 @@ def build_library(
     tune: TuneConfig | None = None,
     tuning_dir: str | None = None,
     separate_weights: bool = False,
+    winograd: bool = True,
 ) -> BuildResult:
     start = time.perf_counter()
     tuned, summary = (None, None)
     if tune is not None:
-        tuned, summary = tune_module(mod, preset, tune, tuning_dir)
+        tuned, summary = tune_module(mod, preset, tune, tuning_dir, winograd)
     lift = None
     if separate_weights:
         from .lift_weights import LiftWeights
 
         lift = LiftWeights()
-    executable, pipeline_name = compile_module(mod, preset, tuned, lift)
+    executable, pipeline_name = compile_module(mod, preset, tuned, lift, winograd)
     log.info("linking %s", path)
     export_library(executable, preset, path)
     return BuildResult(

@@ -103,6 +103,11 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
     t.add_argument("--rpc-key", metavar="KEY", help="device key registered with the tracker")
     p.add_argument(
+        "--no-winograd", dest="winograd", action="store_false",
+        help="keep 3x3 convolutions direct on CPU: Winograd's transformed weights take 1.8-4x the bytes of those "
+             "layers, and its float32 rounding differs from a direct convolution (~5e-6 relative)",
+    )
+    p.add_argument(
         "--separate-weights", action="store_true",
         help="write the weights to OUT/weights.bin, loaded at run time, instead of embedding them in model.so",
     )
@@ -200,6 +205,7 @@ def _cmd_compile(args) -> int:
         eval_data=args.eval_data,
         accuracy_budget=args.accuracy_budget,
         prune_budget=args.prune_budget,
+        winograd=args.winograd,
     )
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,

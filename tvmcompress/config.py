@@ -150,6 +150,9 @@ class CompileOptions:
     accuracy_budget: float | None = None
     # --prune-budget: pruning may lose at most this many points; per-group ratios from sensitivity (prune_budget.py).
     prune_budget: float | None = None
+    # Winograd F(4x4)/F(2x2) for 3x3 stride-1 CPU convolutions (faster; their weights grow 4x / 1.78x and float32
+    # rounding differs from a direct convolution, ~5e-6 relative). --no-winograd keeps them direct.
+    winograd: bool = True
 
     @classmethod
     def create(
@@ -168,6 +171,7 @@ class CompileOptions:
         eval_data: str | None = None,
         accuracy_budget: float | None = None,
         prune_budget: float | None = None,
+        winograd: bool = True,
     ) -> "CompileOptions":
         if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
             raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
@@ -213,6 +217,7 @@ class CompileOptions:
             eval_data=os.path.abspath(eval_data) if eval_data else None,
             accuracy_budget=float(accuracy_budget) if accuracy_budget is not None else None,
             prune_budget=float(prune_budget) if prune_budget is not None else None,
+            winograd=bool(winograd),
         )
 
     def to_json(self) -> dict[str, Any]:

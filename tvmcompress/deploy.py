@@ -202,6 +202,14 @@ def _artifact_preset(artifact: "Artifact") -> "TargetPreset":
     return dataclasses.replace(preset, name=target["preset"])
 
 
+def _built_with_winograd(manifest: dict) -> bool:
+    """The rebuild must legalize convolutions as the artifact's build did (artifacts from before the option: yes)."""
+    for step in manifest.get("passes", []):
+        if step.get("name") == "tvmcompress.cpu_pipeline":
+            return bool(step.get("options", {}).get("winograd", True))
+    return True
+
+
 def _model_objects(
     artifact: "Artifact", preset: "TargetPreset", name: str, work: Path, separate_weights: bool
 ) -> list[Path]:
@@ -225,7 +233,7 @@ def _model_objects(
         from .lift_weights import LiftWeights
 
         lift = LiftWeights()
-    executable, _ = compile_module(mod, preset, tuned, lift)
+    executable, _ = compile_module(mod, preset, tuned, lift, _built_with_winograd(artifact.manifest))
     if lift is not None:
         # The C API feeds weights.bin to this rebuilt main: it must take exactly the artifact's weights.
         from .weights_file import read

@@ -13,7 +13,7 @@ from tvm.s_tir import dlight
 
 from .cpu_rules import default_rules
 from .cpu_rules.rule_base import guarded
-from .cpu_rules.packed_compute import LEGALIZE_MAP
+from .cpu_rules.packed_compute import legalize_map
 from .int8_rules import Int8DotProduct, make_int8_legalize_map
 from .cpu_rules.restore_clip import RestoreScalarMinMax
 from ..passes.fold_channel_affine import FoldChannelAffine
@@ -38,8 +38,9 @@ def channels_last(mod: tvm.IRModule) -> tvm.IRModule:
     )(mod)
 
 
-def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """The steps up to scheduling: legalized, fused, unscheduled PrimFuncs.
+def cpu_lowering_passes(target: tvm.target.Target, winograd: bool = True) -> list[tvm.transform.Pass]:
+    """The steps up to scheduling: legalized, fused, unscheduled PrimFuncs (`winograd`: see
+    packed_compute.legalize_map).
 
     Tuning extracts its tasks from exactly this module, so that the database's workloads match the PrimFuncs the
     build schedules. Run them under `with target:` (the packed legalization reads the SIMD width from it).
@@ -68,7 +69,7 @@ def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         # with numpy here, so the artifact carries packed weights.
         # int8 matmuls and conv2ds with constant weights pack for the target's dot-product instruction
         # (vpdpbusd, vpmaddubsw, sdot; schedules/int8_rules.py).
-        relax.transform.LegalizeOps(customize_legalize_map=make_int8_legalize_map(LEGALIZE_MAP)),
+        relax.transform.LegalizeOps(customize_legalize_map=make_int8_legalize_map(legalize_map(winograd))),
         relax.transform.AnnotateTIROpPattern(),
         fold_constants(),
         relax.transform.FuseOps(),
@@ -77,11 +78,11 @@ def cpu_lowering_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     ]
 
 
-def cpu_schedule_passes(target: tvm.target.Target, tuned=None) -> list[tvm.transform.Pass]:
+def cpu_schedule_passes(target: tvm.target.Target, tuned=None, winograd: bool = True) -> list[tvm.transform.Pass]:
     """Lowering, then schedules: tuned records first (where `tuned`, a MetaSchedule database, has one), then our
     default rules for every PrimFunc still unscheduled. After these every PrimFunc that some rule can schedule
     carries a schedule; the others (extern calls, zero-size loops) stay as LLVM compiles them unscheduled."""
-    passes = cpu_lowering_passes(target)
+    passes = cpu_lowering_passes(target, winograd)
     if tuned is not None:
         from .tuning import apply_database
 
@@ -101,14 +102,14 @@ def apply_default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
     return _apply
 
 
-def cpu_pipeline(target: tvm.target.Target, tuned=None) -> tvm.transform.Pass:
+def cpu_pipeline(target: tvm.target.Target, tuned=None, winograd: bool = True) -> tvm.transform.Pass:
     """The Relax -> VM-ready pipeline with tvmcompress's default CPU schedules (and tuned ones from `tuned`)."""
 
     @tvm.transform.module_pass(opt_level=0, name="tvmcompress.cpu_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             passes = [
-                *cpu_schedule_passes(target, tuned),
+                *cpu_schedule_passes(target, tuned, winograd),
                 *cpu_generic.dataflow_lower_passes(target),
                 *cpu_generic.finalize_passes(target),
             ]

@@ -15,14 +15,18 @@ from .normalization import Normalization
 from .pooling import Pooling
 from .depthwise_conv2d import DepthwiseConv2D
 from .rule_base import CPURule
+from .winograd import WinogradInputTransform, WinogradOutputTransform
 
 
 def default_rules() -> list[CPURule]:
     """The rules in the order they are tried; the first one that returns a schedule wins."""
-    return [Conv2D(), DepthwiseConv2D(), Dense(), Matmul(), Injective(), Pooling(), Normalization(), Fallback()]
+    return [
+        Conv2D(), WinogradInputTransform(), WinogradOutputTransform(), DepthwiseConv2D(), Dense(), Matmul(),
+        Injective(), Pooling(), Normalization(), Fallback(),
+    ]
 
 
 __all__ = [
     "CPURule", "Conv2D", "Dense", "DepthwiseConv2D", "Fallback", "Injective", "Matmul", "Normalization",
-    "Pooling", "default_rules",
+    "Pooling", "WinogradInputTransform", "WinogradOutputTransform", "default_rules",
 ]

@@ -52,7 +52,7 @@ class Dense(CPURule):
             return None
         info = cpu_info(target)
         lanes = info.lanes(32)
-        nb = int(sch.get(dense).reads[1].source.shape[2])
+        nb = int(sch.get(dense).reads[1].source.shape[-1])
         *batch, m, n, k = sch.get_loops(dense)
         rows = loop_extent(sch, m)
         mt = choose_register_tile(rows, nb, info, lanes).rows

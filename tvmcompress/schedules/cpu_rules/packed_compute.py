@@ -3,7 +3,9 @@
 The weight is re-laid out with numpy at compile time and bound as a new constant, so the artifact
 carries packed weights and no layout transform runs at inference:
 - conv2d, NHWC data: weight OIHW -> [ceil(O/ocb), KH, KW, I, ocb]; depthwise: -> [KH, KW, C];
-- matmul with a 2-D constant right operand [K, N]: -> [ceil(N/nb), K, nb].
+- matmul with a 2-D constant right operand [K, N]: -> [ceil(N/nb), K, nb];
+- 3x3 stride-1 conv2d with enough channels: Winograd, weight -> U = G g G^T packed like a matmul's
+  (winograd_compute.py).
 `ocb`/`nb` is one or two SIMD registers of output channels, so the inner reduction streams weights
 contiguously. The main block carries the annotation `tvmcompress.schedule` naming its packed kind,
 which the Conv2D / Dense rules match on. Calls that do not fit (dynamic shapes, non-float32,
@@ -11,6 +13,8 @@ non-constant weight, NCHW data, general groups) fall through to TVM's own legali
 """
 
 from __future__ import annotations
+
+import functools
 
 from collections.abc import Callable
 
@@ -22,6 +26,7 @@ from tvm.target import Target
 
 from .target_info import cpu_info
 from .tiling import choose_register_tile
+from .winograd_compute import choose_winograd_tile, emit_winograd_conv2d
 
 SCHEDULE_KEY = "tvmcompress.schedule"
 CONV2D_PACKED = "conv2d_nhwc_packed"
@@ -111,8 +116,9 @@ def _depthwise_conv2d_nhwc(data, wpacked, strides, padding, dilation):
     )
 
 
-def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """conv2d(NHWC data, constant weight) -> packed TE compute; anything else -> TVM's legalization."""
+def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, winograd: bool = True) -> relax.Expr:
+    """conv2d(NHWC data, constant weight) -> packed TE compute (Winograd where it pays and `winograd` allows);
+    anything else -> TVM's legalization."""
     attrs = call.attrs
     data, weight = call.args
     data_shape = _static_shape(data)
@@ -136,6 +142,9 @@ def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     info = cpu_info(Target.current(allow_none=False))
     lanes = info.lanes(32)
     if groups == 1:
+        tile_m = winograd and choose_winograd_tile(data_shape, w_oihw.shape, strides, dilation, padding, lanes)
+        if tile_m:
+            return emit_winograd_conv2d(bb, data, w_oihw, padding, tile_m, _block_width(out_c, lanes), _dense_packed)
         out_w = (data_shape[2] + padding[1] + padding[3] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
         ocb = choose_register_tile(out_w, out_c, info, lanes).channels
         blocks = -(-out_c // ocb)
@@ -156,16 +165,18 @@ def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
 
 
 def _dense_packed(data, wpacked, out_features, nb):
+    """A[..., M, K] x W[..., N/nb, K, nb]; W's leading dims (Winograd's per-element weights) follow A's last ones."""
     *batch, _, k = data.shape
     m = data.shape[-2]
     rk = te.reduce_axis((0, k), "rk")
     nbatch = len(batch)
-    return te.compute(
-        (*batch, m, out_features),
-        lambda *idx: te.sum(data[(*idx[:nbatch], idx[nbatch], rk)] * wpacked[idx[-1] // nb, rk, idx[-1] % nb], axis=rk),
-        name="dense",
-        attrs={SCHEDULE_KEY: DENSE_PACKED},
-    )
+    wbatch = len(wpacked.shape) - 3
+
+    def fcompute(*idx):
+        weight_index = (*idx[nbatch - wbatch:nbatch], idx[-1] // nb, rk, idx[-1] % nb)
+        return te.sum(data[(*idx[:nbatch], idx[nbatch], rk)] * wpacked[weight_index], axis=rk)
+
+    return te.compute((*batch, m, out_features), fcompute, name="dense", attrs={SCHEDULE_KEY: DENSE_PACKED})
 
 
 def legalize_matmul(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -194,4 +205,10 @@ def legalize_matmul(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     return bb.call_te(_dense_packed, lhs, relax.const(packed), n, nb, primfunc_name_hint="dense_packed")
 
 
-LEGALIZE_MAP = {"relax.nn.conv2d": legalize_conv2d, "relax.matmul": legalize_matmul}
+def legalize_map(winograd: bool = True) -> dict:
+    """The `customize_legalize_map` of our packed computes. `winograd=False` keeps every convolution direct: weights
+    stay their original size and results closer to a direct float32 convolution, for some speed (winograd_compute)."""
+    return {"relax.nn.conv2d": functools.partial(legalize_conv2d, winograd=winograd), "relax.matmul": legalize_matmul}
+
+
+LEGALIZE_MAP = legalize_map()
