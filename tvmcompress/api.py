@@ -215,6 +215,8 @@ def _compile_fresh(
             "sizes": {
                 "source_model_bytes": len(source_bytes),
                 "weights_bytes": constant_bytes(mod),
+                # As the kernels read them: packed, Winograd-transformed (null for CUDA builds).
+                "built_weights_bytes": result.built_weights_bytes,
                 "library_bytes": os.path.getsize(library),
                 "runtime_bytes": runtime_size,
             },

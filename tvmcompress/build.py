@@ -28,6 +28,22 @@ class BuildResult:
     pipeline: str  # which relax pipeline scheduled the TIR
     tuning: dict | None = None  # TuningSummary.to_json() when tuned
     weights: list | None = None  # separate_weights: the lifted weights (numpy), in main's parameter order
+    built_weights_bytes: int | None = None  # constants as the kernels read them (CPU pipeline only)
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvmcompress.MeasureConstants")
+class MeasureConstants:
+    """Records the bytes of the constants the built module carries: the weights as its kernels read them (packed,
+    Winograd-transformed, int8), which can differ from the imported model's (manifest `weights_bytes`)."""
+
+    def __init__(self):
+        self.bytes: int | None = None
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        from .relax_stats import constant_bytes
+
+        self.bytes = constant_bytes(mod)
+        return mod
 
 
 def relax_pipeline_for(target: tvm.target.Target, tuned=None, winograd: bool = True) -> tuple[object, str]:
@@ -44,17 +60,20 @@ def relax_pipeline_for(target: tvm.target.Target, tuned=None, winograd: bool = T
 
 
 def compile_module(
-    mod: tvm.IRModule, preset: TargetPreset, tuned=None, lift_weights=None, winograd: bool = True
+    mod: tvm.IRModule, preset: TargetPreset, tuned=None, lift_weights=None, winograd: bool = True,
+    measure: MeasureConstants | None = None,
 ) -> tuple[relax.VMExecutable, str]:
     """`lift_weights`: a tvmcompress.lift_weights.LiftWeights to run after the pipeline (--separate-weights);
     it then holds the weights that main takes as extra parameters. `winograd=False` keeps CPU convolutions direct
-    (packed_compute.legalize_map)."""
+    (packed_compute.legalize_map). `measure` (CPU pipeline only) records the built constants' bytes."""
     target = tvm.target.Target(preset.tvm_target)
     pipeline, pipeline_name = relax_pipeline_for(target, tuned, winograd)
-    if lift_weights is not None:
-        if not isinstance(pipeline, tvm.transform.Pass):
-            raise TvmcompressError(f"--separate-weights supports CPU targets, not {preset.name}: drop the flag")
-        pipeline = tvm.transform.Sequential([pipeline, lift_weights])
+    if lift_weights is not None and not isinstance(pipeline, tvm.transform.Pass):
+        raise TvmcompressError(f"--separate-weights supports CPU targets, not {preset.name}: drop the flag")
+    if isinstance(pipeline, tvm.transform.Pass):
+        after = [p for p in (measure, lift_weights) if p is not None]  # measured before LiftWeights takes them
+        if after:
+            pipeline = tvm.transform.Sequential([pipeline, *after])
     log.info("compiling for %s with %s", preset.name, pipeline_name)
     # A failure here is our bug, not the user's input: it keeps its traceback (exit code 1).
     return tvm.compile(mod, target, relax_pipeline=pipeline), pipeline_name
@@ -114,11 +133,12 @@ def build_library(
         from .lift_weights import LiftWeights
 
         lift = LiftWeights()
-    executable, pipeline_name = compile_module(mod, preset, tuned, lift, winograd)
+    measure = MeasureConstants()
+    executable, pipeline_name = compile_module(mod, preset, tuned, lift, winograd, measure)
     log.info("linking %s", path)
     export_library(executable, preset, path)
     return BuildResult(
         path, time.perf_counter() - start, pipeline_name, summary.to_json() if summary else None,
-        lift.lifted if lift is not None else None,
+        lift.lifted if lift is not None else None, measure.bytes,
     )
 

@@ -279,7 +279,10 @@ def format_artifact(summary: dict[str, Any]) -> str:
     lines.append(f"flash: {number(sizes.get('flash_bytes'))}")
     lines.append(f"  library {number(sizes.get('library_bytes'))}, runtime {number(sizes.get('runtime_bytes'))}"
                  + (f", weights file {number(sizes['weights_file_bytes'])}" if sizes.get("weights_file_bytes") else ""))
-    lines.append(f"weights: {number(sizes.get('weights_bytes'))} (inside the library unless a weights file is listed)")
+    built = sizes.get("built_weights_bytes")
+    lines.append(f"weights: {number(sizes.get('weights_bytes'))} as imported"
+                 + (f", {number(built)} as built (as the kernels read them)" if built is not None else "")
+                 + " (inside the library unless a weights file is listed)")
     lines.append(f"build: {summary['build_seconds']:.1f} s")
     return "\n".join(lines)
 

@@ -149,9 +149,9 @@ def conv_file(tmp_path_factory):
     return path, x, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
-def test_no_winograd_keeps_convolutions_direct_and_the_library_smaller(conv_file, tmp_path):
+def test_no_winograd_keeps_convolutions_direct_and_the_weights_smaller(conv_file, tmp_path):
     # Through the API as users call it: both builds match onnxruntime, the manifest records the choice, and
-    # Winograd's transformed weights (36/9 = 4x for F(4x4)) show in the library's size.
+    # Winograd's transformed weights (36/9 = 4x for F(4x4)) show in the built weights and the library's size.
     import tvmcompress
     from tvmcompress.config import CompileOptions
 
@@ -164,9 +164,12 @@ def test_no_winograd_keeps_convolutions_direct_and_the_library_smaller(conv_file
         assert _max_relative_error(actual, expected) < (2e-5 if winograd else 2e-6)
         (pipeline,) = [p for p in artifact.manifest["passes"] if p["name"] == "tvmcompress.cpu_pipeline"]
         assert pipeline["options"] == {"winograd": winograd}
-        sizes[winograd] = artifact.manifest["sizes"]["library_bytes"]
-    grown = sizes[True] - sizes[False]
-    assert 0.9 * 27 * 64 * 64 * 4 < grown < 1.2 * 27 * 64 * 64 * 4, sizes  # (36 - 9) floats per (k, c) pair
+        sizes[winograd] = artifact.manifest["sizes"]
+    assert sizes[True]["weights_bytes"] == sizes[False]["weights_bytes"] == 64 * 64 * 9 * 4  # as imported
+    assert sizes[False]["built_weights_bytes"] == 64 * 64 * 9 * 4  # packed, same bytes
+    assert sizes[True]["built_weights_bytes"] == 64 * 64 * 36 * 4  # U: 6x6 floats per (k, c) pair
+    grown = sizes[True]["library_bytes"] - sizes[False]["library_bytes"]
+    assert 0.9 * 27 * 64 * 64 * 4 < grown < 1.2 * 27 * 64 * 64 * 4, sizes
 
 
 @pytest.mark.cross
