@@ -30,7 +30,7 @@ from tvm import relax, s_tir, te
 from tvm.s_tir import Schedule
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from .cpu_rules.common import fuse_epilogue, loop_extent, root_blocks, schedule_spatial_block
+from .cpu_rules.common import blocks_before, fuse_epilogue, loop_extent, root_blocks, schedule_spatial_block
 from .cpu_rules.packed_compute import SCHEDULE_KEY
 from .cpu_rules.target_info import cpu_info
 from .int8_conv import INT8_CONV2D, legalize_int8_conv2d, legalize_int8_depthwise
@@ -155,8 +155,7 @@ def _inline_epilogue_inputs(sch: Schedule, block) -> None:
     input that the epilogue adds): the epilogue computed per tile needs its producers inlined (reverse_compute_at
     requires them under the tile loop). `block`'s own inputs stay buffers, which tensorize needs."""
     own = [region.source for region in sch.get(block).reads]
-    names = [sch.get(b).name_hint for b in root_blocks(sch)]
-    for producer in root_blocks(sch)[: names.index(sch.get(block).name_hint)]:
+    for producer in blocks_before(sch, block):
         if any(region.source.same_as(buffer) for region in sch.get(producer).writes for buffer in own):
             continue
         try:
@@ -181,8 +180,7 @@ class Int8DotProduct(ScheduleRule):
         if lanes != intrin.lanes:
             return None  # packed for another instruction (tests force a packing on a host without it)
         _inline_epilogue_inputs(sch, block)
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        producers = root_blocks(sch)[: names.index(sch.get(block).name_hint)]
+        producers = blocks_before(sch, block)
         epilogue = fuse_epilogue(sch, block)
         if epilogue is None:
             epilogue = sch.cache_write(block, 0, "global")

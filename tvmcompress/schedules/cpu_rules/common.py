@@ -43,6 +43,13 @@ def is_spatial_block(sch: s_tir.Schedule, block: SBlockRV) -> bool:
     return stmt.init is None and all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars)
 
 
+def blocks_before(sch: s_tir.Schedule, block: SBlockRV) -> list[SBlockRV]:
+    """The root blocks ahead of `block` in program order (its producers: pads, inlined-away casts, ...).
+    Blocks are compared by name: the block RVs of two get() calls are different objects."""
+    blocks = root_blocks(sch)
+    return blocks[: [sch.get(b).name_hint for b in blocks].index(sch.get(block).name_hint)]
+
+
 def fuse_epilogue(sch: s_tir.Schedule, main: SBlockRV) -> SBlockRV | None:
     """Inline every spatial block after `main` into one final consumer block and return it.
 
@@ -51,8 +58,7 @@ def fuse_epilogue(sch: s_tir.Schedule, main: SBlockRV) -> SBlockRV | None:
     cannot be reduced to a single block, which callers treat as "rule does not apply".
     """
     blocks = root_blocks(sch)
-    index = [sch.get(b).name_hint for b in blocks].index(sch.get(main).name_hint)
-    after = blocks[index + 1:]
+    after = blocks[len(blocks_before(sch, main)) + 1:]
     for block in after[:-1]:
         if not is_spatial_block(sch, block):
             return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .common import fuse_epilogue, find_annotated_block, loop_extent, root_blocks, schedule_spatial_block
+from .common import blocks_before, find_annotated_block, fuse_epilogue, loop_extent, schedule_spatial_block
 from .packed_compute import CONV2D_PACKED
 from .rule_base import CPURule
 from .target_info import cpu_info
@@ -46,7 +46,7 @@ class Conv2D(CPURule):
         epilogue = fuse_epilogue(sch, conv)
         if epilogue is None:
             epilogue = sch.cache_write(conv, 0, "global")
-        producers = root_blocks(sch)[: [sch.get(b).name_hint for b in root_blocks(sch)].index(sch.get(conv).name_hint)]
+        producers = blocks_before(sch, conv)
 
         owo, owi = sch.split(ow, factors=[None, owt])
         oco, oci = sch.split(oc, factors=[None, ocb])

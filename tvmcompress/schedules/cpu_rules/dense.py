@@ -14,7 +14,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .common import find_annotated_block, fuse_epilogue, loop_extent, root_blocks, schedule_spatial_block
+from .common import blocks_before, find_annotated_block, fuse_epilogue, loop_extent, schedule_spatial_block
 from .packed_compute import DENSE_PACKED
 from .rule_base import CPURule
 from .target_info import cpu_info
@@ -59,8 +59,7 @@ class Dense(CPURule):
         epilogue = fuse_epilogue(sch, dense)
         if epilogue is None:
             epilogue = sch.cache_write(dense, 0, "global")
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        producers = root_blocks(sch)[: names.index(sch.get(dense).name_hint)]
+        producers = blocks_before(sch, dense)
         schedule_register_tiled_gemm(sch, dense, epilogue, m, n, [k], batch, mt, nb, lanes)
         for block in producers:
             schedule_spatial_block(sch, block, lanes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .common import find_annotated_block, fuse_epilogue, loop_extent, root_blocks, schedule_spatial_block
+from .common import blocks_before, find_annotated_block, fuse_epilogue, loop_extent, schedule_spatial_block
 from .packed_compute import DEPTHWISE_PACKED
 from .rule_base import CPURule
 from .target_info import cpu_info
@@ -38,8 +38,7 @@ class DepthwiseConv2D(CPURule):
         epilogue = fuse_epilogue(sch, conv)
         if epilogue is None:
             epilogue = sch.cache_write(conv, 0, "global")
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        producers = root_blocks(sch)[: names.index(sch.get(conv).name_hint)]
+        producers = blocks_before(sch, conv)
         owo, owi = sch.split(ow, factors=[None, tile.rows])
         co, ci = sch.split(c, factors=[None, tile.channels])
         sch.reorder(n, oh, co, owo, kh, kw, owi, ci)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .common import fuse_epilogue, is_spatial_block, loop_extent, root_blocks, schedule_spatial_block
+from .common import blocks_before, fuse_epilogue, is_spatial_block, loop_extent, root_blocks, schedule_spatial_block
 from .dense import schedule_register_tiled_gemm
 from .rule_base import CPURule
 from .target_info import cpu_info
@@ -69,8 +69,7 @@ class Matmul(CPURule):
         if rows is None or cols is None or cols % lanes != 0:
             return None
         tile = choose_register_tile(rows, cols, info, lanes)
-        names = [sch.get(b).name_hint for b in blocks]
-        producers = blocks[: names.index(sch.get(block).name_hint)]
+        producers = blocks_before(sch, block)
         epilogue = fuse_epilogue(sch, block)
         if epilogue is None:
             epilogue = sch.cache_write(block, 0, "global")

@@ -9,7 +9,9 @@ the channel loop is the vector loop:
                                      / element (unrolled) / c_inner (vectorized)
     output: parallel(n, tile_row) / tile_col / k_outer / row, col in tile (unrolled) / k_inner (vectorized)
 
-The output transform is inlined into the conv's fused epilogue (bias, residual add, ReLU), so Y is written once.
+The output transform is inlined into the conv's fused epilogue when that is elementwise (bias, residual add, ReLU),
+so Y is written once; an epilogue that changes the layout (the graph's closing NHWC -> NCHW transpose) is computed
+per output tile instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from .common import find_annotated_block, fuse_epilogue, loop_extent, root_blocks, schedule_spatial_block
+from .common import (
+    blocks_before,
+    find_annotated_block,
+    fuse_epilogue,
+    loop_extent,
+    root_blocks,
+    schedule_spatial_block,
+)
 from .rule_base import CPURule
 from .target_info import cpu_info
 from .winograd_compute import TILE_KEY, WINOGRAD_INPUT, WINOGRAD_OUTPUT
@@ -28,11 +37,6 @@ def _split_vector(sch: s_tir.Schedule, loop, lanes: int):
     if extent is None or extent % lanes != 0:
         return None
     return sch.split(loop, factors=[None, lanes])
-
-
-def _producers(sch: s_tir.Schedule, block) -> list:
-    names = [sch.get(b).name_hint for b in root_blocks(sch)]
-    return root_blocks(sch)[: names.index(sch.get(block).name_hint)]
 
 
 class WinogradInputTransform(CPURule):
@@ -56,7 +60,7 @@ class WinogradInputTransform(CPURule):
         sch.parallel(outer)
         sch.unroll(element)
         sch.vectorize(c_inner)
-        *producers, rows = _producers(sch, block)
+        *producers, rows = blocks_before(sch, block)
         # B^T d for one tile and one vector of channels, computed where V needs it: alpha^2 vectors in L1.
         sch.compute_at(rows, outer)
         xi, j, *_, ch = sch.get_loops(rows)[1:]  # the tile loop (extent 1) is dropped
@@ -69,14 +73,14 @@ class WinogradInputTransform(CPURule):
 
 
 class WinogradOutputTransform(CPURule):
-    """Y[n, h, w, k] = (A^T M_p A)[h mod m, w mod m], with the conv's epilogue inlined."""
+    """Y[n, h, w, k] = (A^T M_p A)[h mod m, w mod m], with the conv's epilogue fused (see the module docstring)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
         if not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
         block = find_annotated_block(sch, WINOGRAD_OUTPUT)
-        if block is None or _producers(sch, block):
+        if block is None or blocks_before(sch, block):
             return None
         m = int(sch.get(block).annotations[TILE_KEY])
         lanes = cpu_info(target).lanes(32)
