@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import tvm
 import tvm.relax.frontend.onnx
+import tvm_ffi
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, tirx
 
@@ -145,6 +146,20 @@ def test_elementwise_matches_ort_and_uses_injective_rule():
     actual, expected = run_both(model, {"x": rand(1, 64, 32, 32)})
     np.testing.assert_array_equal(actual, expected)  # one add and a max: exact
     assert_rule(model, "add", Injective())
+
+
+def test_transpose_to_three_channels_runs_outer_loops_in_parallel_without_a_fused_index():
+    # NCHW image -> NHWC: the innermost output loop (3 channels) is narrower than a vector. A vector of the fused
+    # loops would gather with a division and a remainder per index; the rule parallelizes whole outer loops.
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], [("x", [1, 3, 64, 96])], "y", {})
+    actual, expected = run_both(model, {"x": rand(1, 3, 64, 96)})
+    np.testing.assert_array_equal(actual, expected)
+    assert_rule(model, "transpose", Injective(), vectorized=False)
+    (_, func), = funcs(schedule_model(model), "transpose")
+    assert loop_kinds(func) == {"parallel": [64], "vectorized": [], "unrolled": []}
+    divisions = []
+    tvm_ffi.structural_walk(func.body, [(tirx.FloorDiv, divisions.append), (tirx.FloorMod, divisions.append)])
+    assert not divisions
 
 
 def test_fallback_schedules_any_primfunc():
