@@ -14,7 +14,8 @@ The int8 pipeline, in order (each step is a pass in its own file):
    calibration data and add it back to its bias (bias_correction.py).
    QuantizeWeights -> InsertQDQ: a fake-quantized float module (valid on its own; the accuracy reference).
 4. FoldQDQToInt8: int8 x int8 -> int32 conv2d/matmul with int32 bias and a float epilogue.
-5. HoistQuantize: next layer's quantize moves up through relu/max_pool2d/reshape into that epilogue.
+5. HoistQuantize: next layer's quantize moves up through relu/clip/max_pool2d/reshape into that epilogue.
+6. FoldRequantizeScale: that quantize's division by its scale folds into the epilogue's multiply.
 FuseOps (in the build pipeline) then makes each conv/matmul one kernel: int32 accumulation, int32 bias,
 rescale, the float elementwise ops that follow (decomposed BN) and the next layer's quantize.
 
@@ -35,6 +36,7 @@ from .bias_correction import CorrectBias, measure_bias_corrections
 from .calibrate import calibrate
 from .fold_constants_numpy import fold_constants
 from .fold_qdq_to_int8 import FoldQDQToInt8
+from .fold_requantize_scale import FoldRequantizeScale
 from .hoist_quantize import HoistQuantize
 from .insert_qdq import InsertQDQ
 from .mixed_precision import MixedPrecision
@@ -128,6 +130,7 @@ def _quantize_int8(mod, config, calibration_data, target, record):
             InsertQDQ(table, excluded, RULES),
             FoldQDQToInt8(),
             HoistQuantize(),
+            FoldRequantizeScale(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.DeadCodeElimination(),
         ]
@@ -193,6 +196,7 @@ def fold_prequantized(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict]:
             PrepareDequantizedWeights(),
             FoldQDQToInt8(),
             HoistQuantize(),
+            FoldRequantizeScale(),
             # NOTE: after the folding, so that only what FoldQDQToInt8 left in float (batch-norm parameters,
             # weights it cannot fold) becomes float constants.
             fold_constants(),
