@@ -71,12 +71,15 @@ def test_pairs_fit_int16_is_exact_at_the_7_bit_bounds():
 
 
 def test_register_tile_fits_avx2_registers():
-    # 16 ymm: rows * vectors accumulators + vectors weights + 3 scratch (broadcast, int16 ones, vpmaddubsw out).
-    assert choose_int8_tile(128, 128, AVX2, 16) == (4, 2)
+    # 16 ymm: rows * vectors accumulators + vectors weights + 3 scratch (broadcast, int16 ones, vpmaddubsw out);
+    # among those, the most dot instructions per register load (rows * vectors / (rows + vectors)).
+    assert choose_int8_tile(128, 128, AVX2, 16) == (4, 2)  # 5 x 2 fits too, but 5 does not divide 128
     assert choose_int8_tile(7, 64, AVX2, 16) == (7, 1)  # ResNet's last stage: 7 pixels x 1 vector
-    assert choose_int8_tile(14, 64, AVX2, 16) == (7, 1)
+    assert choose_int8_tile(14, 64, AVX2, 16) == (2, 2)  # 8 loads for 7 dots (7 x 1) or 4 for 4 (2 x 2)
+    assert choose_int8_tile(14, 72, AVX2, 16) == (2, 3)  # MobileNetV2's 576 channels: 3 vectors divide them
     assert choose_int8_tile(5, 1, AVX2, 16) == (5, 1)
     assert choose_int8_tile(128, 64, VNNI, 32) == (8, 2)
+    assert choose_int8_tile(128, 48, VNNI, 32) == (8, 3)  # 24 accumulators + 3 weights + 1 scratch
 
 
 @needs_avx2
