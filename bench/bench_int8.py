@@ -8,6 +8,11 @@ Runtime fp32, and ONNX Runtime int8 (`quantize_static`, QDQ, per-channel int8 we
 `tvmcompress bench --ort-int8` makes it), timed interleaved in one process by `tvmcompress.bench.benchmark`.
 Only speed is reported: with random weights the int8 outputs' agreement with fp32 says nothing about accuracy,
 which the digits tests measure (tests/numerics/test_quantize_accuracy.py).
+
+Each model's multiply-accumulates (tvmcompress.model_stats) over its median time give the rate our builds
+reach, set against the instruction ceiling that bench_int8_peak.py measures on this machine (one core, times the
+cores): "int8 at the ceiling" is how much faster than our fp32 build an int8 build would be if all of the
+model's MACs ran at the int8 instructions' peak and nothing else took time, an upper bound.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import models as bench_models  # noqa: E402
+from bench_int8_peak import int8_ceiling, measure as measure_peaks  # noqa: E402
 from markdown_sections import replace_section  # noqa: E402
 
 import tvmcompress  # noqa: E402
 from tvmcompress import frontend  # noqa: E402
 from tvmcompress.bench import BenchConfig, benchmark, describe_method  # noqa: E402
+from tvmcompress.model_stats import model_stats  # noqa: E402
 from tvmcompress.config import CompileOptions  # noqa: E402
 from tvmcompress.passes.quantize_config import QuantizeConfig  # noqa: E402
 from tvmcompress.targets import cpu_features  # noqa: E402
@@ -51,6 +58,16 @@ def _write_calibration(model_path: pathlib.Path, out: pathlib.Path) -> pathlib.P
     return out
 
 
+def _ceiling_text(peaks: dict, ceiling, cores: int) -> str:
+    if ceiling is None:
+        return "No int8 instruction ceiling was measured on this machine (bench_int8_peak.py)."
+    fp32, int8, ratio = ceiling
+    return (f"Instruction ceiling (`python bench/bench_int8_peak.py`, its own section): one core issues "
+            f"{peaks[fp32]:.0f} GMAC/s with our fp32 kernels' instructions and {peaks[int8]:.0f} with our int8 "
+            f"kernels' ({ratio:.2f}x); the peaks below are {cores} cores x those. A rate over 100% of the fp32 peak "
+            "means fewer multiplications than MACs counted (Winograd).")
+
+
 def _row(rows, name):
     return next(r for r in rows if r.name == name)
 
@@ -63,6 +80,10 @@ def main() -> None:
     args = parser.parse_args()
 
     features = cpu_features.detect()
+    peaks = measure_peaks(features)
+    ceiling = int8_ceiling(peaks)
+    int8_peak = peaks[ceiling[1]] * features.cores if ceiling else None  # GMAC/s, all cores
+    fp32_peak = peaks[ceiling[0]] * features.cores if ceiling else None
     config = BenchConfig(runs=args.runs, ort_int8=True)
     sections, summary = [], []
     with tempfile.TemporaryDirectory(prefix="tvmcompress-bench-int8-") as tmp:
@@ -83,6 +104,7 @@ def main() -> None:
                 if label == "int8":
                     record = artifact.manifest["quantization"]
             rows = benchmark(str(paths[name]), builds, config)
+            macs = model_stats(frontend.canonicalize(frontend.load_model(str(paths[name])), {}))["macs"]["total"]
             ours_fp32, ours_int8 = _row(rows, "tvmcompress fp32"), _row(rows, "tvmcompress int8")
             ort_int8 = _row(rows, "onnxruntime int8")
             bits = record["config"]["weight_bits"]
@@ -97,7 +119,12 @@ def main() -> None:
             vs_ort_int8 = ort_int8.median_ms / ours_int8.median_ms
             lines += ["", f"Our int8 is {speedup:.2f}x faster than our fp32 and {vs_ort_int8:.2f}x faster than "
                           "ONNX Runtime int8 (above 1: faster)."]
-            summary.append(f"| {name} | {speedup:.2f}x | {vs_ort_int8:.2f}x |")
+            rate = {label: macs / (row.median_ms * 1e6) for label, row in (("fp32", ours_fp32), ("int8", ours_int8))}
+            at_peak = f"{ours_fp32.median_ms / (macs / (int8_peak * 1e6)):.2f}x" if int8_peak else "-"
+            of_int8 = f" ({rate['int8'] / int8_peak:.0%})" if int8_peak else ""
+            of_fp32 = f" ({rate['fp32'] / fp32_peak:.0%})" if fp32_peak else ""
+            summary.append(f"| {name} | {speedup:.2f}x | {vs_ort_int8:.2f}x | {macs / 1e9:.2f} | {rate['fp32']:.0f}{of_fp32} | "
+                           f"{rate['int8']:.0f}{of_int8} | {at_peak} |")
             sections.append("\n".join(lines))
             print(sections[-1], flush=True)
 
@@ -113,8 +140,10 @@ ONNX Runtime fp32, and int8 from `quantize_static` (QDQ, per-channel, uint8 acti
 {describe_method(config)} The machine is shared, so compare ratios within one table. Speed only: the models have random weights (accuracy of int8 is
 measured on the trained digits CNN in tests/numerics/test_quantize_accuracy.py).
 
-| model | our int8 vs our fp32 (speedup) | our int8 vs ORT int8 (speedup) |
-|---|---|---|
+{_ceiling_text(peaks, ceiling, features.cores)}
+
+| model | our int8 vs our fp32 (speedup) | our int8 vs ORT int8 (speedup) | GMACs | our fp32 GMAC/s (of fp32 peak) | our int8 GMAC/s (of int8 peak) | int8 at the ceiling vs our fp32 |
+|---|---|---|---|---|---|---|
 {chr(10).join(summary)}
 {chr(10).join(chr(10) + s + chr(10) for s in sections)}
 """
