@@ -106,32 +106,28 @@ def schedule_spatial_block(sch: s_tir.Schedule, block: SBlockRV, lanes: int, par
     if bits in (8, 16):
         lanes = lanes * 32 // bits
     extents = [loop_extent(sch, loop) for loop in loops]
-    if None not in extents:
-        inner = next((e for e in reversed(extents) if e != 1), 1)
-        while lanes > 1 and inner % lanes:
-            lanes //= 2
-        if parallel and len(loops) > 1 and lanes < 4 and math.prod(extents) >= PARALLEL_MIN_ELEMENTS:
-            # The innermost dimension takes no vector (e.g. an NCHW image to NHWC, 3 channels): parallel over
-            # whole outer loops, the inner ones left as they are, so that indices are plain loop variables rather
-            # than divisions and remainders of one fused index (3.8x faster on MobileNetV2's int8 input
-            # transpose + quantize + pad).
-            split = next(k for k in range(1, len(loops) + 1) if math.prod(extents[:k]) >= _PARALLEL_MIN_OUTER)
-            if split < len(loops):
-                sch.parallel(sch.fuse(*loops[:split]) if split > 1 else loops[0])
-                return
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    total = loop_extent(sch, fused)
-    if total is None:
-        outer, inner = sch.split(fused, factors=[None, lanes])
+    if None in extents:
+        outer, inner = sch.split(sch.fuse(*loops) if len(loops) > 1 else loops[0], factors=[None, lanes])
         sch.vectorize(inner)
         if parallel:
             sch.parallel(outer)
         return
-    if total % lanes == 0 and total >= lanes:
-        outer, inner = sch.split(fused, factors=[None, lanes])
-        sch.vectorize(inner)
-    else:
-        outer = fused
+    innermost = next((e for e in reversed(extents) if e != 1), 1)
+    while lanes > 1 and innermost % lanes:
+        lanes //= 2
+    total = math.prod(extents)
+    if parallel and len(loops) > 1 and lanes < 4 and total >= PARALLEL_MIN_ELEMENTS:
+        # The innermost dimension takes no vector (e.g. an NCHW image to NHWC, 3 channels): parallel over
+        # whole outer loops, the inner ones left as they are, so that indices are plain loop variables rather
+        # than divisions and remainders of one fused index (3.8x faster on MobileNetV2's int8 input
+        # transpose + quantize + pad).
+        split = next(k for k in range(1, len(loops) + 1) if math.prod(extents[:k]) >= _PARALLEL_MIN_OUTER)
+        if split < len(loops):
+            sch.parallel(sch.fuse(*loops[:split]) if split > 1 else loops[0])
+            return
+    # `lanes` divides the innermost extent, so the fused loop splits into whole vectors.
+    outer, inner = sch.split(sch.fuse(*loops) if len(loops) > 1 else loops[0], factors=[None, lanes])
+    sch.vectorize(inner)
     if parallel and total >= PARALLEL_MIN_ELEMENTS and loop_extent(sch, outer) > 1:
         sch.parallel(outer)
 
