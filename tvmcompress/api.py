@@ -350,15 +350,14 @@ def _quantize(
         # through quantize/dequantize, so converting the int8 graph left transposes around every quantize and
         # ran pooling in NCHW (2.3 of ResNet-18's 18.7 ms int8 kernel time, profiled); and BatchNorm folded into
         # the weights leaves one add in the requantize epilogue instead of subtract, divide, multiply, add.
-        # The importer's Clip (ReLU6) becomes maximum/minimum first, as in the CPU pipeline: as call_tir it ran in
-        # NCHW between two transposes in a kernel of its own, in float, and HoistQuantize could not move the next
-        # layer's quantize through it (0.7 of MobileNetV2's 5.2 ms int8 kernel time, profiled).
+        # channels_last also turns the importer's Clip (ReLU6) into maximum/minimum: as call_tir it ran in NCHW
+        # between two transposes, in float, and HoistQuantize could not move the next layer's quantize through it
+        # (0.7 of MobileNetV2's 5.2 ms int8 kernel time, profiled).
         from .passes.fold_channel_affine import FoldChannelAffine
         from .passes.quantize import prepare_for_quantization
         from .schedules.cpu_pipeline import channels_last
-        from .schedules.cpu_rules.restore_clip import RestoreScalarMinMax
 
-        mod = channels_last(FoldChannelAffine()(RestoreScalarMinMax()(prepare_for_quantization(mod))))
+        mod = channels_last(FoldChannelAffine()(prepare_for_quantization(mod)))
     calibration = read_calibration()
     smoothing = None
     if config.smoothquant is not None:

@@ -32,9 +32,11 @@ def host_target(num_cores: int | None = None) -> tvm.target.Target:
 
 
 def channels_last(mod: tvm.IRModule) -> tvm.IRModule:
-    """conv2d in NHWC data / OHWI weights, with the permutes it adds folded into the weights."""
+    """conv2d in NHWC data / OHWI weights, with the permutes it adds folded into the weights. The importer's Clip
+    (a call_tir, which ConvertLayout cannot see into) becomes maximum/minimum first, so that it follows the
+    layout instead of running in NCHW between two transposes."""
     return tvm.transform.Sequential(
-        [relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}), fold_constants()]
+        [RestoreScalarMinMax(), relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}), fold_constants()]
     )(mod)
 
 
