@@ -49,7 +49,8 @@ class Sequence:
     asm: list[str]  # one loop iteration, AT&T syntax
 
 
-def _fma(reg: str, lanes: int) -> Sequence:
+def _fma(reg: str) -> Sequence:
+    lanes = 16 if reg == "zmm" else 8
     body = [f"vfmadd231ps %%{reg}14, %%{reg}15, %%{reg}{i}" for i in range(12)]
     requires = frozenset({"fma", "avx512f"} if reg == "zmm" else {"fma"})
     return Sequence(f"fp32-fma-{reg}", f"fp32 `vfmadd231ps` {reg}", requires, 12 * lanes, f"{lanes} per instruction",
@@ -87,7 +88,7 @@ def _vnni(reg: str) -> Sequence:
 
 
 def sequences() -> list[Sequence]:
-    return [_fma("ymm", 8), _fma("zmm", 16), _avx2_int8(), _avx2_int16_sum(), _vnni("ymm"), _vnni("zmm")]
+    return [_fma("ymm"), _fma("zmm"), _avx2_int8(), _avx2_int16_sum(), _vnni("ymm"), _vnni("zmm")]
 
 
 def _c_source(seqs: list[Sequence], run: set[str]) -> str:

@@ -81,7 +81,7 @@ def make_int8_legalize_map(
 ) -> dict[str, Callable[[relax.BlockBuilder, relax.Call], relax.Expr]]:
     """A `customize_legalize_map` for LegalizeOps (run it under `with target:`).
 
-    `fallback`: the map used for everything this one does not handle (e.g. cpu_rules' LEGALIZE_MAP).
+    `fallback`: the map used for everything this one does not handle (e.g. packed_compute.legalize_map()).
     `intrin`: pack for this intrinsic whatever the target (tests use it to run the packed compute on a host
     without the instruction); by default the current target's intrinsic, and no packing if it has none.
     """

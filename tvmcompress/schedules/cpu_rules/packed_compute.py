@@ -210,5 +210,3 @@ def legalize_map(winograd: bool = True) -> dict:
     stay their original size and results closer to a direct float32 convolution, for some speed (winograd_compute)."""
     return {"relax.nn.conv2d": functools.partial(legalize_conv2d, winograd=winograd), "relax.matmul": legalize_matmul}
 
-
-LEGALIZE_MAP = legalize_map()
