@@ -184,7 +184,7 @@ class Int8DotProduct(ScheduleRule):
             return None  # packed for another instruction (tests force a packing on a host without it)
         _inline_epilogue_inputs(sch, block)
         producers = blocks_before(sch, block)
-        epilogue = fuse_epilogue(sch, block)
+        epilogue = fuse_epilogue(sch, block, cpu_info(target).lanes(32))
         if epilogue is None:
             epilogue = sch.cache_write(block, 0, "global")
         registers = cpu_info(target).vector_registers

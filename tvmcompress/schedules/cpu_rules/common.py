@@ -55,12 +55,15 @@ def blocks_before(sch: s_tir.Schedule, block: SBlockRV) -> list[SBlockRV]:
     return blocks[: [sch.get(b).name_hint for b in blocks].index(sch.get(block).name_hint)]
 
 
-def fuse_epilogue(sch: s_tir.Schedule, main: SBlockRV) -> SBlockRV | None:
-    """Inline every spatial block after `main` into one final consumer block and return it.
+def fuse_epilogue(sch: s_tir.Schedule, main: SBlockRV, lanes: int) -> SBlockRV | None:
+    """Inline every spatial block after `main` into one final consumer block and return it, ready to be computed
+    per tile of `main` (reverse_compute_at) or to absorb `main` (compute_inline).
 
     Blocks are walked in program order; each spatial block that feeds later blocks is inlined into them
-    (compute_inline). What remains after `main` is one block (or none). Returns None when the epilogue
-    cannot be reduced to a single block, which callers treat as "rule does not apply".
+    (compute_inline). Returns None when there is no epilogue, when it cannot be reduced to a single block, or when
+    that block does not read `main`'s output at a permutation of its own iteration point (see
+    `reads_as_permutation`); in the last case the epilogue is scheduled as its own loop nest here and `main`
+    writes its whole output first. Callers treat None as "no epilogue to fuse".
     """
     blocks = root_blocks(sch)
     after = blocks[len(blocks_before(sch, main)) + 1:]
@@ -74,7 +77,43 @@ def fuse_epilogue(sch: s_tir.Schedule, main: SBlockRV) -> SBlockRV | None:
     if not after:
         return None
     last = after[-1]
-    return last if is_spatial_block(sch, last) else None
+    if not is_spatial_block(sch, last):
+        return None
+    if reads_as_permutation(sch, last, sch.get(main).writes[0].source) is None:
+        schedule_spatial_block(sch, last, lanes)
+        return None
+    return last
+
+
+def reads_as_permutation(sch: s_tir.Schedule, block: SBlockRV, buffer: tirx.Buffer) -> tuple[int, ...] | None:
+    """`perm` such that `block` reads `buffer[v[perm[0]], v[perm[1]], ...]` at its iteration point v, with each
+    v[perm[d]] ranging over all of buffer dimension d (elementwise: the identity; a transpose: a permutation); or
+    None when it reads `buffer` any other way.
+
+    NOTE: this is what makes computing the block per tile of `buffer`'s producer (reverse_compute_at) correct.
+    TVM derives the iterations to run per tile from the read index alone, so a block whose domain is larger than
+    what it reads (a Concat of `buffer` with other tensors, a pad, a broadcast) would silently skip the iterations
+    that read something else (issue 17: a YOLOv8 C2f Concat fused with a Winograd output transform left all but
+    one input's channels unwritten), and a reshape's div/mod index is over-approximated into reads of elements
+    not yet computed."""
+    stmt = sch.get(block)
+    iter_vars = [iv.var for iv in stmt.iter_vars]
+    extents = [iv.dom.extent for iv in stmt.iter_vars]
+    regions = [r for r in stmt.reads if r.source.same_as(buffer)]
+    if len(regions) != 1 or len(regions[0].region) != len(iter_vars):
+        return None
+    perm = []
+    for dim, rng in zip(buffer.shape, regions[0].region):
+        if not (isinstance(rng.extent, tirx.IntImm) and int(rng.extent) == 1 and isinstance(rng.min, tirx.Var)):
+            return None
+        index = next((i for i, v in enumerate(iter_vars) if v.same_as(rng.min)), None)
+        if index is None or index in perm:
+            return None
+        if not (isinstance(extents[index], tirx.IntImm) and isinstance(dim, tirx.IntImm)
+                and int(extents[index]) == int(dim)):
+            return None
+        perm.append(index)
+    return tuple(perm)
 
 
 def vectorize_innermost(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:

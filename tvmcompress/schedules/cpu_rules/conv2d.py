@@ -43,7 +43,7 @@ class Conv2D(CPURule):
         # The packed weight fixed ocb; re-derive the pixel count for that width if they disagree.
         owt = tile.rows if tile.channels == ocb else choose_register_tile(out_w, ocb, info, lanes).rows
 
-        epilogue = fuse_epilogue(sch, conv)
+        epilogue = fuse_epilogue(sch, conv, lanes)
         if epilogue is None:
             epilogue = sch.cache_write(conv, 0, "global")
         producers = blocks_before(sch, conv)

@@ -56,7 +56,7 @@ class Dense(CPURule):
         *batch, m, n, k = sch.get_loops(dense)
         rows = loop_extent(sch, m)
         mt = choose_register_tile(rows, nb, info, lanes).rows
-        epilogue = fuse_epilogue(sch, dense)
+        epilogue = fuse_epilogue(sch, dense, lanes)
         if epilogue is None:
             epilogue = sch.cache_write(dense, 0, "global")
         producers = blocks_before(sch, dense)

@@ -35,7 +35,7 @@ class DepthwiseConv2D(CPURule):
         if channels % lanes != 0:
             return None
         tile = choose_register_tile(out_w, channels, info, lanes)
-        epilogue = fuse_epilogue(sch, conv)
+        epilogue = fuse_epilogue(sch, conv, lanes)
         if epilogue is None:
             epilogue = sch.cache_write(conv, 0, "global")
         producers = blocks_before(sch, conv)

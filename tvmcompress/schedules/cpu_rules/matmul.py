@@ -70,7 +70,7 @@ class Matmul(CPURule):
             return None
         tile = choose_register_tile(rows, cols, info, lanes)
         producers = blocks_before(sch, block)
-        epilogue = fuse_epilogue(sch, block)
+        epilogue = fuse_epilogue(sch, block, lanes)
         if epilogue is None:
             epilogue = sch.cache_write(block, 0, "global")
         schedule_register_tiled_gemm(sch, block, epilogue, m, n, [k], batch, tile.rows, tile.channels, lanes)

@@ -11,7 +11,9 @@ the channel loop is the vector loop:
 
 The output transform is inlined into the conv's fused epilogue when that is elementwise (bias, residual add, ReLU),
 so Y is written once; an epilogue that changes the layout (the graph's closing NHWC -> NCHW transpose) is computed
-per output tile instead.
+per output tile instead. An epilogue that is not a per-element function of Y (a Concat of Y with other tensors,
+which FuseOps fuses because the output transform is injective) runs after Y as a loop nest of its own: computed
+per tile, its iterations that read the other inputs would never run (common.reads_as_permutation).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from .common import (
     blocks_before,
     find_annotated_block,
     fuse_epilogue,
+    is_spatial_block,
+    reads_as_permutation,
     loop_extent,
     root_blocks,
     schedule_spatial_block,
@@ -86,10 +90,13 @@ class WinogradOutputTransform(CPURule):
         lanes = cpu_info(target).lanes(32)
         epilogue = None
         if len(root_blocks(sch)) > 1:
-            epilogue = fuse_epilogue(sch, block)
-            if epilogue is None:
+            # None with blocks left after Y: an epilogue that is not a per-element function of Y (a Concat of Y
+            # with other tensors) is now a loop nest of its own, after Y's (common.reads_as_permutation).
+            epilogue = fuse_epilogue(sch, block, lanes)
+            if epilogue is None and not _only_spatial_blocks_after(sch, block):
                 return None
-            if _reads_elementwise(sch, epilogue, sch.get(block).writes[0].source):
+            output = sch.get(block).writes[0].source
+            if epilogue is not None and reads_as_permutation(sch, epilogue, output) == tuple(range(len(output.shape))):
                 # Bias, residual add, ReLU: Y is computed straight into the epilogue's output.
                 sch.compute_inline(block)
                 block, epilogue = epilogue, None
@@ -115,13 +122,7 @@ class WinogradOutputTransform(CPURule):
         return sch
 
 
-def _reads_elementwise(sch: s_tir.Schedule, block, buffer) -> bool:
-    """Whether `block` reads `buffer` at exactly its own iteration point (no transpose, no broadcast)."""
-    stmt = sch.get(block)
-    iter_vars = [iv.var for iv in stmt.iter_vars]
-    for region in stmt.reads:
-        if region.source.same_as(buffer):
-            starts = [r.min for r in region.region]
-            return len(starts) == len(iter_vars) and all(
-                isinstance(s, tirx.Var) and s.same_as(v) for s, v in zip(starts, iter_vars))
-    return False
+def _only_spatial_blocks_after(sch: s_tir.Schedule, block) -> bool:
+    """Whether everything after `block` is one spatial block, already scheduled on its own by fuse_epilogue."""
+    after = root_blocks(sch)[len(blocks_before(sch, block)) + 1:]
+    return len(after) == 1 and is_spatial_block(sch, after[0])
