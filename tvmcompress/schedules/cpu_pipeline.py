@@ -21,6 +21,12 @@ from ..passes.fold_constants_numpy import fold_constants
 from ..passes.unique_binding_names import UniqueBindingNames
 
 
+# ConvertLayout's desired layouts. conv2d in NHWC data / OHWI weights; every op without an entry follows the layout
+# of its input. NOTE: conv2d_transpose is pinned to NCHW because TVM 0.27 legalizes it only in NCHW/IOHW: left to
+# follow an NHWC input it reached the VM unlowered ("CodeGenVM cannot emit ... conv2d_transpose", issue 17).
+CHANNELS_LAST_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
+
+
 def host_target(num_cores: int | None = None) -> tvm.target.Target:
     """An LLVM target for this machine's CPU (an mcpu the host lacks would crash with SIGILL)."""
     from ..targets import cpu_features
@@ -36,7 +42,7 @@ def channels_last(mod: tvm.IRModule) -> tvm.IRModule:
     (a call_tir, which ConvertLayout cannot see into) becomes maximum/minimum first, so that it follows the
     layout instead of running in NCHW between two transposes."""
     return tvm.transform.Sequential(
-        [RestoreScalarMinMax(), relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}), fold_constants()]
+        [RestoreScalarMinMax(), relax.transform.ConvertLayout(CHANNELS_LAST_LAYOUTS), fold_constants()]
     )(mod)
 
 
@@ -61,7 +67,7 @@ def cpu_lowering_passes(target: tvm.target.Target, winograd: bool = True) -> lis
         RestoreScalarMinMax(),
         # NHWC: channels innermost, so conv, depthwise conv, pooling and the fused
         # epilogues all vectorize over channels. Weight permutes fold into constants.
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+        relax.transform.ConvertLayout(CHANNELS_LAST_LAYOUTS),
         fold_constants(),
         *cpu_generic.library_dispatch_passes(target),
         # erf (GELU), exp (softmax), tanh, sigmoid -> vectorizable polynomial versions; libm calls
