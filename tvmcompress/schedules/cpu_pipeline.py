@@ -15,6 +15,7 @@ from .cpu_rules import default_rules
 from .cpu_rules.rule_base import guarded
 from .cpu_rules.packed_compute import legalize_map
 from .int8_rules import Int8DotProduct, make_int8_legalize_map
+from .serial_bf16_constant_stores import SerialBF16ConstantStores
 from .cpu_rules.restore_clip import RestoreScalarMinMax
 from ..passes.fold_channel_affine import FoldChannelAffine
 from ..passes.fold_constants_numpy import fold_constants
@@ -96,6 +97,9 @@ def cpu_schedule_passes(target: tvm.target.Target, tuned=None, winograd: bool = 
 
         passes.append(apply_database(tuned))
     passes.append(dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules())))
+    # NOTE: after every schedule (tuned ones too): TVM's bfloat16 legalization fails on the vectorized constant
+    # stores that scheduling leaves.
+    passes.append(SerialBF16ConstantStores)
     return passes
 
 
@@ -105,7 +109,8 @@ def apply_default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="tvmcompress.ApplyDefaultSchedules")
     def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            return dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules()))(mod)
+            mod = dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules()))(mod)
+            return SerialBF16ConstantStores(mod)
 
     return _apply
 
