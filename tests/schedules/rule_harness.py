@@ -12,7 +12,7 @@ import tvm_ffi
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, tirx
 
-from tvmcompress.schedules.cpu_pipeline import cpu_pipeline, cpu_schedule_passes, host_target
+from tvmcompress.schedules.cpu_pipeline import cpu_lowering_passes, cpu_pipeline, cpu_schedule_passes, host_target
 
 TARGET = host_target(num_cores=2)
 
@@ -52,7 +52,7 @@ def before_schedule(model: onnx.ModelProto) -> tvm.IRModule:
     """The module just before ApplyDefaultSchedule, to ask a rule directly whether it matches."""
     mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
     with TARGET:
-        return tvm.transform.Sequential(cpu_schedule_passes(TARGET)[:-1])(mod)
+        return tvm.transform.Sequential(cpu_lowering_passes(TARGET))(mod)
 
 
 def loop_kinds(func: tirx.PrimFunc) -> dict[str, list[int]]:

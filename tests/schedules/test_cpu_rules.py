@@ -15,7 +15,7 @@ import tvm_ffi
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, tirx
 
-from tvmcompress.schedules.cpu_pipeline import cpu_pipeline, cpu_schedule_passes
+from tvmcompress.schedules.cpu_pipeline import cpu_lowering_passes, cpu_pipeline, cpu_schedule_passes
 from tvmcompress.schedules.cpu_rules import (
     Conv2D,
     Dense,
@@ -97,6 +97,26 @@ def test_batch_matmul_matches_ort_and_uses_matmul_rule():
     actual, expected = run_both(model, feeds)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)  # 16-term sums
     assert_rule(model, "matmul", Matmul(), unrolled=True)
+
+
+@pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
+def test_matmul_rule_narrows_its_vector_to_divide_the_columns(preset):
+    # Issue 17: with AVX-512's 16 fp32 lanes, 24 columns were no whole number of vectors and the rule passed,
+    # so the test above failed on an AVX-512 host. Scheduled here for each x86 width (built, not run: this host
+    # may lack AVX-512).
+    from tvmcompress.targets.presets import resolve_preset
+
+    target = tvm.target.Target(resolve_preset(preset).tvm_target)
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", [4, 32, 16]), ("b", [4, 16, 24])],
+                       "y", {})
+    mod = relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
+    with target:
+        lowered = tvm.transform.Sequential(cpu_lowering_passes(target))(mod)
+    ((name, func),) = funcs(lowered, "matmul")
+    scheduled = Matmul().apply(func, target, False)
+    assert scheduled is not None, f"Matmul did not match {name} on {preset}"
+    vectors = loop_kinds(scheduled.mod["main"])["vectorized"]
+    assert vectors and all(24 % lanes == 0 and lanes >= 4 for lanes in vectors), vectors
 
 
 def test_max_pool_matches_ort_and_uses_pooling_rule():

@@ -66,7 +66,14 @@ class Matmul(CPURule):
         lanes = info.lanes(32)
         *batch, m, n, k = sch.get_loops(block)
         rows, cols = loop_extent(sch, m), loop_extent(sch, n)
-        if rows is None or cols is None or cols % lanes != 0:
+        if rows is None or cols is None:
+            return None
+        # B is read in place (not packed and padded as Dense's weight is), so the vector must divide the columns:
+        # narrow it to half a register or less where it does not (24 columns: 8 lanes on AVX-512, whose 16 did not
+        # divide them and left the matmul unscheduled, issue 17), down to SSE/NEON's 4.
+        while lanes > 4 and cols % lanes:
+            lanes //= 2
+        if cols % lanes:
             return None
         tile = choose_register_tile(rows, cols, info, lanes)
         producers = blocks_before(sch, block)
