@@ -27,6 +27,11 @@ _X86_FLAGS = {
     "f16c": "f16c",
 }
 
+# Features that an `mcpu` name may lack although the CPU has them (see CpuFeatures.llvm_mattr). AVX2/FMA/F16C are
+# in every mcpu LLVM detects for a CPU that has them.
+_BEYOND_AVX2 = frozenset({"avx512f", "avx512bw", "avx512vnni", "avxvnni", "avx512bf16", "avx512fp16", "amx-tile",
+                          "amx-int8", "amx-bf16"})
+
 
 @dataclass(frozen=True)
 class CpuFeatures:
@@ -42,6 +47,13 @@ class CpuFeatures:
     @property
     def vector_bits(self) -> int:
         return 512 if "avx512f" in self.flags else 256 if "avx2" in self.flags else 128
+
+    @property
+    def llvm_mattr(self) -> list[str]:
+        """`mattr` for the features beyond AVX2 that the CPU reports. LLVM's host name can lag the CPU: a Sapphire
+        Rapids (AMX, AVX512-BF16/FP16) whose model LLVM does not know gets `rocketlake`, which has none of them.
+        Our feature names are LLVM's, and each comes from /proc/cpuinfo, so none can be one the CPU lacks."""
+        return [f"+{name}" for name in sorted(self.flags & _BEYOND_AVX2)]
 
     def isa_summary(self) -> list[str]:
         order = ["avx2", "fma", "avx512f", "avx512vnni", "avxvnni", "avx512bf16", "amx-int8", "amx-bf16"]

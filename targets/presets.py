@@ -143,10 +143,13 @@ def _static_presets() -> dict[str, TargetPreset]:
 def host_preset() -> TargetPreset:
     """The machine we run on, with the best `mcpu` LLVM knows for it and all of its cores."""
     features = cpu_features.detect()
+    target = {"kind": "llvm", "mtriple": _X86_TRIPLE, "mcpu": features.mcpu, "num-cores": features.cores}
+    if features.llvm_mattr:  # what /proc/cpuinfo says and LLVM's host name may not imply (AMX, AVX512-BF16)
+        target["mattr"] = features.llvm_mattr
     return TargetPreset(
         "host",
         f"this machine: {features.mcpu} ({', '.join(features.isa_summary()) or 'baseline x86-64'})",
-        {"kind": "llvm", "mtriple": _X86_TRIPLE, "mcpu": features.mcpu, "num-cores": features.cores},
+        target,
         _HOST_GXX,
         "native",
         "x86_64",

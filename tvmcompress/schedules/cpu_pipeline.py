@@ -32,7 +32,10 @@ def host_target(num_cores: int | None = None) -> tvm.target.Target:
     """An LLVM target for this machine's CPU (an mcpu the host lacks would crash with SIGILL)."""
     from ..targets import cpu_features
 
-    config = {"kind": "llvm", "mcpu": cpu_features.detect().mcpu}
+    features = cpu_features.detect()
+    config = {"kind": "llvm", "mcpu": features.mcpu}
+    if features.llvm_mattr:  # AMX, AVX512-BF16/FP16 that LLVM's host name may not imply (targets/cpu_features.py)
+        config["mattr"] = features.llvm_mattr
     if num_cores:
         config["num-cores"] = num_cores
     return tvm.target.Target(config)
