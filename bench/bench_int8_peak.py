@@ -78,10 +78,24 @@ def _avx2_int16_sum() -> Sequence:
                     "(needs 7-bit activations; not used)", frozenset({"avx2"}), 8 * 32, "64 per 5 instructions", body)
 
 
+def _vex_vpdpbusd_ymm(dest: int) -> str:
+    """`{vex} vpdpbusd %ymm14, %ymm15, %ymm<dest>` (AVX-VNNI) as bytes: some assemblers (the one of the Sapphire
+    Rapids host in issue 17) reject the `{vex}` form. VEX.256.66.0F38.W0 50 /r: C4, then R~ X~ B~ and map 0F38 (2),
+    then W=0, vvvv = ~15, L=1 (256 bits), pp=01 (66), the opcode, and ModRM (register form, reg = dest, rm = 14).
+    Checked against GNU as 2.40's encoding of the mnemonic for each dest 0-11 (tests/test_bench_scripts.py)."""
+    r_bar = 0x80 if dest < 8 else 0  # ModRM.reg's fourth bit, inverted
+    b_bar = 0  # rm = 14: its fourth bit is set, inverted 0
+    encoding = [0xC4, r_bar | 0x40 | b_bar | 0x02, 0x05, 0x50, 0xC0 | (dest & 7) << 3 | 14 & 7]
+    return ".byte " + ", ".join(f"0x{b:02x}" for b in encoding)
+
+
 def _vnni(reg: str) -> Sequence:
     lanes = 16 if reg == "zmm" else 8
-    prefix, flag = ("", "avx512vnni") if reg == "zmm" else ("{vex} ", "avxvnni")
-    body = [f"{prefix}vpdpbusd %%{reg}14, %%{reg}15, %%{reg}{i}" for i in range(12)]
+    flag = "avx512vnni" if reg == "zmm" else "avxvnni"
+    if reg == "zmm":
+        body = [f"vpdpbusd %%zmm14, %%zmm15, %%zmm{i}" for i in range(12)]
+    else:
+        body = [_vex_vpdpbusd_ymm(i) for i in range(12)]
     note = " (AVX-VNNI; our kernels use zmm)" if reg == "ymm" else " (our AVX512-VNNI kernel)"
     return Sequence(f"int8-vnni-{reg}", f"int8 `vpdpbusd` {reg}{note}", frozenset({flag}), 12 * lanes * 4,
                     f"{lanes * 4} per instruction", body)

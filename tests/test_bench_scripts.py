@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pathlib
 import platform
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -39,6 +41,24 @@ def test_peak_loops_assemble_all_rows_and_run_those_the_cpu_has(monkeypatch):
     if "avx2" in features.flags and "fma" in features.flags:
         fp32, int8, ratio = bench_int8_peak.int8_ceiling(peaks)
         assert fp32.startswith("fp32-fma") and int8.startswith("int8-") and ratio > 0
+
+
+@x86
+@pytest.mark.skipif(shutil.which("as") is None or shutil.which("objcopy") is None, reason="needs GNU as and objcopy")
+def test_avx_vnni_bytes_match_the_mnemonic_where_the_assembler_knows_it(tmp_path):
+    # Issue 17: an assembler rejected `{vex} vpdpbusd`, so the row is written as bytes. Where this assembler
+    # accepts the mnemonic, both must assemble to the same machine code.
+    mnemonic = "".join(f"{{vex}} vpdpbusd %ymm14, %ymm15, %ymm{i}\n" for i in range(12))
+    (tmp_path / "m.s").write_text(mnemonic)
+    if subprocess.run(["as", str(tmp_path / "m.s"), "-o", str(tmp_path / "m.o")], capture_output=True).returncode:
+        pytest.skip("this assembler does not know AVX-VNNI's {vex} vpdpbusd; the bytes cannot be compared")
+    (tmp_path / "b.s").write_text("".join(bench_int8_peak._vex_vpdpbusd_ymm(i) + "\n" for i in range(12)))
+    subprocess.run(["as", str(tmp_path / "b.s"), "-o", str(tmp_path / "b.o")], check=True)
+    for name in ("m", "b"):
+        subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / f"{name}.o"),
+                        str(tmp_path / f"{name}.bin")], check=True)
+    code = (tmp_path / "m.bin").read_bytes()
+    assert len(code) == 60 and code == (tmp_path / "b.bin").read_bytes()
 
 
 def test_profile_kernels_counts_an_int8_convolutions_macs(tmp_path):
