@@ -357,10 +357,13 @@ def _fix_input_shapes(graph: onnx.GraphProto, input_shapes: Mapping[str, tuple])
                     f"{_format_dims(dims)}: give {len(dims)} dims"
                 )
             for axis, (old, new) in enumerate(zip(dims or (), given)):
-                if isinstance(old, int) and old != new:
+                # A 0 is a real zero-size dim unless --input-shape replaces it: the first paddle-onnx wrote 0 for
+                # an unknown dim (PaddlePaddle/Paddle2ONNX#53), and a zero-size input is never what a user fixes.
+                if isinstance(old, int) and old != new and old != 0:
+                    keep = ",".join(str(d) if isinstance(d, int) and d > 0 else str(n) for d, n in zip(dims, given))
                     raise TvmcompressError(
                         f"{flag} sets dim {axis} to {new} but that dim of input {info.name!r} is fixed at {old} "
-                        f"in the model ({_format_dims(dims)}): keep {old}"
+                        f"in the model ({_format_dims(dims)}): keep {old}, as in --input-shape {info.name}={keep}"
                     )
             shape = info.type.tensor_type.shape
             shape.Clear()
@@ -386,7 +389,9 @@ def _fix_input_shapes(graph: onnx.GraphProto, input_shapes: Mapping[str, tuple])
 def _suggested_shape(dims: tuple | None) -> str:
     if dims is None:
         return "D0,D1,..."
-    return ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+    # Only positive dims are accepted by --input-shape; a 0 next to dynamic dims is read as an exporter's
+    # placeholder (see _fix_input_shapes), so the advice gives 1 there too.
+    return ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
 
 
 def _constants_to_initializers(model: onnx.ModelProto) -> None:
@@ -763,13 +768,20 @@ def _failing_node(err: BaseException) -> onnx.NodeProto | None:
 
 
 def _dims(info: onnx.ValueInfoProto) -> tuple[int | str, ...] | None:
-    """The dims of a tensor value: an int per static dim, the symbol (or "?") per dynamic one; None if the rank
-    is unknown."""
+    """The dims of a tensor value: an int per static dim, the symbol (or "?", or "-1") per dynamic one; None if
+    the rank is unknown.
+
+    Dynamic dims come in three forms: a `dim_param` symbol (the ONNX spec's form), a dim with neither field set
+    (onnx.helper's `None`), and a negative `dim_value`, which Paddle2ONNX wrote until late 2022
+    (`x: [-1, 3, -1, -1]`, PaddlePaddle/Paddle2ONNX#928) and which onnxruntime also reads as dynamic. All three
+    are dynamic here, so `--input-shape` fixes them.
+    """
     tensor_type = info.type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
     return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim
+        (d.dim_value if d.dim_value >= 0 else str(d.dim_value)) if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in tensor_type.shape.dim
     )
 
 
