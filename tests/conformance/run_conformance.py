@@ -428,7 +428,9 @@ def main(argv=None) -> int:
             previous = json.loads(Path(args.merge).read_text())
             fresh = {r["name"]: r for r in records}
             records = [fresh.pop(r["name"], r) for r in previous["results"]] + list(fresh.values())
-            meta = {**previous["meta"], "merged": sorted(set(previous["meta"].get("merged", [])) | {args.filter or ""})}
+            # The versions of this install fill in what an older results file did not record.
+            meta = {**{k: v for k, v in meta.items() if k in ("ml_dtypes",)}, **previous["meta"],
+                    "merged": sorted(set(previous["meta"].get("merged", [])) | {args.filter or ""})}
     s = summarize(records)
     print(f"\nin scope: {s['passed']}/{s['in_scope']} pass ({100 * s['in_scope_rate']:.1f}%); "
           f"overall {s['passed']}/{s['total']} ({100 * s['overall_rate']:.1f}%); crashes {s['crashes']}")
