@@ -361,6 +361,10 @@ _FRONTEND_NOTES = [
     "selection does not fit the static output shape of a canonical model.",
     "- Shape values (`Shape`, `Size`) and `Constant` nodes of every value form are folded into initializers by "
     "`canonicalize`, so TVM never sees a ShapeExpr where it wants a tensor.",
+    "- A Slice's starts / ends / axes / steps and an Expand's shape must be constants once canonicalized: TVM 0.27 "
+    "cannot build them from run-time values (its shape functions fail inside the build). Left as graph inputs "
+    "(as these tests feed them unless the runner binds them), `canonicalize` rejects the graph with one line "
+    "naming the node and the inputs to bind with `--const-input`.",
 ]
 
 _CLASS_PATTERNS = [
