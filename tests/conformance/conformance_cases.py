@@ -252,9 +252,9 @@ def defined_elements(case: Case) -> list[np.ndarray | None]:
     for out in graph.output:
         node = producers.get(out.name)
         limits = SUB_BYTE_INTEGER_RANGES.get(out.type.tensor_type.elem_type)
-        source = inputs.get(node.input[0]) if node is not None else None
-        if (limits is None or node.op_type not in _CAST_OPS or node.domain not in ("", "ai.onnx")
-                or source is None or source.dtype.kind != "f"):
+        is_cast = node is not None and node.op_type in _CAST_OPS and node.domain in ("", "ai.onnx")
+        source = inputs.get(node.input[0]) if is_cast and limits is not None else None
+        if source is None or source.dtype.kind != "f":
             masks.append(None)
             continue
         whole = np.trunc(source.astype(np.float64))  # NaN and inf stay, and compare False below
