@@ -82,8 +82,9 @@ def test_unset_dim_is_dynamic_and_zero_dim_is_a_size_that_input_shape_may_replac
     # ... unless --input-shape replaces it: the first paddle-onnx wrote 0 for an unknown dim. Next to a dynamic
     # dim (unset here, as onnx.helper writes None) the advice replaces it, and is accepted as given.
     model = make_model(relu, [value("x", [None, 0, 4])], [value("y", [None, 0, 4])])
-    with pytest.raises(TvmcompressError, match=r"^input 'x' has dynamic dims \[\?, 0, 4\]; pass --input-shape x=1,1,4$"):
+    with pytest.raises(TvmcompressError) as excinfo:
         canonicalize(model)
+    assert str(excinfo.value) == "input 'x' has dynamic dims [?, 0, 4]; pass --input-shape x=1,1,4"
     assert model_io(canonicalize(model, {"x": (1, 1, 4)}))[0] == [TensorSpec("x", (1, 1, 4), "float32")]
     assert model_io(canonicalize(model, {"x": (2, 5, 4)}))[0] == [TensorSpec("x", (2, 5, 4), "float32")]
 
