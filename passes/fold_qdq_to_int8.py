@@ -131,17 +131,22 @@ class _Patterns:
                 return orig
         channels = w_q.shape[w_axis]
         scale = (s_x * s_w.reshape(-1).astype(np.float64)) * np.ones(channels)
+        if not np.all(scale > 0) or not np.all(np.isfinite(scale)):
+            return orig  # a zero weight scale (a pre-quantized model's) has no accumulator units
         if bias is not None:
             per_channel = _per_channel(bias, channels, out_axis, out_ndim)
             if per_channel is None:
                 return orig
-        # k[C]: int32 bias and the zero-point correction, in accumulator units.
+        # k[C]: int32 bias and the zero-point correction, in accumulator units. Its size is checked in float64
+        # before any cast to an integer: a channel whose BatchNorm gamma is ~0 (folded into the conv, common in
+        # trained detectors) has a weight scale ~1e-30, and its bias in accumulator units exceeds even int64.
         reduce_axes = tuple(i for i in range(w_q.ndim) if i != w_axis)
-        k = -z_x * w_q.astype(np.int64).sum(axis=reduce_axes)
+        k = -z_x * w_q.astype(np.float64).sum(axis=reduce_axes)
         if bias is not None:
-            k = k + np.round(per_channel / scale).astype(np.int64)
-        if np.abs(k).max(initial=0) >= 2**31:
+            k = k + np.round(per_channel / scale)
+        if not np.all(np.abs(k) < 2**31):  # also False for NaN
             return orig
+        k = k.astype(np.int64)
 
         x_q = matches[self.x_q]
         weight = relax.const(w_q, "int8")

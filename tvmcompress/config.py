@@ -6,6 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .errors import TvmcompressError
 from .passes.quantize_config import QuantizeConfig
 from .passes.prune_config import PruneConfig
@@ -22,10 +24,31 @@ def _freeze_shapes(shapes: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[i
 
 
 def _freeze_consts(consts: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """Each value as a Python number or nested tuples of them. A NumPy array or scalar is converted here, so that
+    the options stay hashable and serialize into the manifest as JSON; a value that is not numeric fails now,
+    before any build work, not when the manifest is written."""
     frozen = []
     for name, value in sorted((consts or {}).items()):
-        frozen.append((name, tuple(value) if isinstance(value, (list, tuple)) else value))
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged nested lists
+            array = None
+        if array is None or array.dtype.kind not in "biuf":
+            raise TvmcompressError(
+                f"constant value for input {name!r} is not a number or a (nested) list of numbers: give one, "
+                "such as 0.5, [1, 2] or a numeric NumPy array"
+            )
+        plain = array.tolist()  # Python ints, floats and bools
+        frozen.append((name, _nested_tuple(plain) if isinstance(plain, list) else plain))
     return tuple(frozen)
+
+
+def _nested_list(value: Any) -> Any:
+    return [_nested_list(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _nested_tuple(value: Any) -> Any:
+    return tuple(_nested_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 # MetaSchedule's LocalBuilder gives up on a candidate after 30 s by default, which a busy 2-core machine reaches
@@ -223,7 +246,7 @@ class CompileOptions:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
-        data["const_inputs"] = {name: list(v) if isinstance(v, tuple) else v for name, v in self.const_inputs}
+        data["const_inputs"] = {name: _nested_list(v) for name, v in self.const_inputs}
         data["prune"] = self.prune.to_json() if self.prune is not None else None
         return data
 

@@ -284,6 +284,7 @@ def canonicalize(
     _fold_remaining_shape_ops(canonical)
     _restore_inputs(canonical.graph, signature)
     _check_static_shapes(canonical)
+    _check_constant_inputs(canonical)
     _check_reshapes(canonical)
     return canonical
 
@@ -357,10 +358,13 @@ def _fix_input_shapes(graph: onnx.GraphProto, input_shapes: Mapping[str, tuple])
                     f"{_format_dims(dims)}: give {len(dims)} dims"
                 )
             for axis, (old, new) in enumerate(zip(dims or (), given)):
-                if isinstance(old, int) and old != new:
+                # A 0 is a real zero-size dim unless --input-shape replaces it: the first paddle-onnx wrote 0 for
+                # an unknown dim (PaddlePaddle/Paddle2ONNX#53), and a zero-size input is never what a user fixes.
+                if isinstance(old, int) and old != new and old != 0:
+                    keep = ",".join(str(d) if isinstance(d, int) and d > 0 else str(n) for d, n in zip(dims, given))
                     raise TvmcompressError(
                         f"{flag} sets dim {axis} to {new} but that dim of input {info.name!r} is fixed at {old} "
-                        f"in the model ({_format_dims(dims)}): keep {old}"
+                        f"in the model ({_format_dims(dims)}): keep {old}, as in --input-shape {info.name}={keep}"
                     )
             shape = info.type.tensor_type.shape
             shape.Clear()
@@ -386,7 +390,9 @@ def _fix_input_shapes(graph: onnx.GraphProto, input_shapes: Mapping[str, tuple])
 def _suggested_shape(dims: tuple | None) -> str:
     if dims is None:
         return "D0,D1,..."
-    return ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+    # Only positive dims are accepted by --input-shape; a 0 next to dynamic dims is read as an exporter's
+    # placeholder (see _fix_input_shapes), so the advice gives 1 there too.
+    return ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
 
 
 def _constants_to_initializers(model: onnx.ModelProto) -> None:
@@ -537,6 +543,60 @@ def _check_static_shapes(model: onnx.ModelProto) -> None:
             f"{len(bad)} tensor(s) keep a non-static shape after canonicalization, first {name!r}{where} with "
             f"shape {shape}; tvmcompress needs static shapes: replace data-dependent ops or cut the model before them"
         )
+
+
+# Inputs that TVM 0.27 must see as constants: given a run-time value, its importer emits a dynamic strided slice
+# (Slice) or broadcast (Expand) whose shape function the build cannot lower ("There is no definition of
+# I.GlobalVar("shape_func")", "'ExternFunc' object has no attribute 'name'"), even where the graph declares the
+# output's static shape (onnx's node tests feed these as graph inputs). The other ops' attribute-like inputs
+# either compile with a run-time value (Reshape's shape, Tile's repeats, Squeeze's axes, ...) or are rejected by
+# their converter with a message naming the node (ReduceSum's axes, TopK's k, Split's split, Resize's sizes).
+_CONSTANT_INPUTS: dict[str, dict[int, str]] = {
+    "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"},
+    "Expand": {1: "shape"},
+}
+
+
+def _check_constant_inputs(model: onnx.ModelProto) -> None:
+    """Raise for the first node whose inputs in _CONSTANT_INPUTS canonicalization left non-constant, naming the
+    node, those inputs and the graph inputs they come from (to bind with --const-input)."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer}
+    graph_inputs = {vi.name for vi in graph.input}
+    producers = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        slots = _CONSTANT_INPUTS.get(node.op_type, {}) if node.domain in _DEFAULT_DOMAINS else {}
+        dynamic = [(role, node.input[i]) for i, role in slots.items()
+                   if i < len(node.input) and node.input[i] and node.input[i] not in constants]
+        if not dynamic:
+            continue
+        sources = []
+        for _, name in dynamic:
+            sources += [s for s in _graph_input_sources(name, producers, graph_inputs) if s not in sources]
+        given = ", ".join(f"{role} from {'graph input' if name in graph_inputs else 'run-time value'} {name!r}"
+                          for role, name in dynamic)
+        fix = (f"bind {'it' if len(sources) == 1 else 'them'} to constants with "
+               f"{' '.join(f'--const-input {s}=V1,V2,...' for s in sources)} (const_inputs in the API)"
+               if sources else "re-export the model with them constant")
+        raise TvmcompressError(
+            f"{node.op_type} node {node.name or node.output[0]!r} takes its {given}; TVM compiles {node.op_type} "
+            f"only with constant {', '.join(slots.values())}: {fix}"
+        )
+
+
+def _graph_input_sources(name: str, producers: Mapping[str, onnx.NodeProto], graph_inputs: set[str]) -> list[str]:
+    """The graph inputs that the value `name` is computed from, in the order found."""
+    found, seen, stack = [], set(), [name]
+    while stack:
+        value = stack.pop()
+        if value in seen or not value:
+            continue
+        seen.add(value)
+        if value in graph_inputs:
+            found.append(value)
+        elif value in producers:
+            stack.extend(reversed(producers[value].input))
+    return found
 
 
 def _check_reshapes(model: onnx.ModelProto) -> None:
@@ -763,13 +823,20 @@ def _failing_node(err: BaseException) -> onnx.NodeProto | None:
 
 
 def _dims(info: onnx.ValueInfoProto) -> tuple[int | str, ...] | None:
-    """The dims of a tensor value: an int per static dim, the symbol (or "?") per dynamic one; None if the rank
-    is unknown."""
+    """The dims of a tensor value: an int per static dim, the symbol (or "?", or "-1") per dynamic one; None if
+    the rank is unknown.
+
+    Dynamic dims come in three forms: a `dim_param` symbol (the ONNX spec's form), a dim with neither field set
+    (onnx.helper's `None`), and a negative `dim_value`, which Paddle2ONNX wrote until late 2022
+    (`x: [-1, 3, -1, -1]`, PaddlePaddle/Paddle2ONNX#928) and which onnxruntime also reads as dynamic. All three
+    are dynamic here, so `--input-shape` fixes them.
+    """
     tensor_type = info.type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
     return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim
+        (d.dim_value if d.dim_value >= 0 else str(d.dim_value)) if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in tensor_type.shape.dim
     )
 
 

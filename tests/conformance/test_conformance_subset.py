@@ -44,12 +44,8 @@ EXPECTED_REJECTIONS: dict[str, str] = {
 # None now: the schedule rules pass on PrimFuncs they cannot schedule (TopK's extern call, rank-0 and zero-size
 # tensors), and the runner keeps rank-0 inputs rank 0.
 KNOWN_FAILURES: dict[str, str] = {}
-# Cases whose expected output holds values ONNX leaves undefined, where we differ from the reference on purpose
-# (a wrong result there is an xfail; tests/frontend/test_sub_byte.py checks the defined values and our rule).
-UNDEFINED_BEHAVIOUR: dict[str, str] = {
-    "test_cast_FLOAT16_to_UINT2": "a float cast out of the integer type's range: onnx's case generator gives 0 with "
-                                  "ml_dtypes >= 0.7 (the low bits before); we keep the low bits",
-}
+# Elements whose expected value ONNX leaves undefined (a float cast out of an int4 / uint4 / int2 / uint2 range,
+# where the reference follows the installed ml_dtypes) are not compared: conformance_cases.defined_elements.
 MIN_IN_SCOPE_PASS_RATE = 0.85
 
 
@@ -83,8 +79,6 @@ def test_node_test_passes_or_is_rejected_by_name(name, subset_results):
     if name in EXPECTED_REJECTIONS:
         assert result["outcome"] == "import error" and EXPECTED_REJECTIONS[name] in result["message"], result
         return
-    if name in UNDEFINED_BEHAVIOUR and result["outcome"] == "wrong result":
-        pytest.xfail(UNDEFINED_BEHAVIOUR[name])
     if name in KNOWN_FAILURES and result["outcome"] != "pass":
         assert result["outcome"] != "wrong result", result
         pytest.xfail(KNOWN_FAILURES[name])

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import tvm
@@ -179,3 +181,44 @@ def test_fold_per_tensor_weight_scale_ignores_dequantize_axis():
     assert "relax.dequantize" not in ops
     x = rng.integers(0, 256, (1, 2, 5, 5)).astype(np.uint8)
     np.testing.assert_allclose(run(folded, x), run(PerTensor, x), rtol=1e-5, atol=1e-5)
+
+
+def _matmul_with_bias(weight_scale: np.ndarray) -> tvm.IRModule:
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((1, 4), "float32")) -> R.Tensor((1, 2), "float32"):
+            with R.dataflow():
+                w = R.dequantize(R.const(W_Q), R.const(weight_scale), R.const(np.zeros(2, np.int8)), axis=1,
+                                 out_dtype="float32")
+                xq = R.quantize(x, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="int8")
+                xd = R.dequantize(xq, R.const(0.5, "float32"), R.const(3, "int8"), axis=-1, out_dtype="float32")
+                y = R.matmul(xd, w)
+                z = R.add(y, R.const(BIAS))
+                R.output(z)
+            return z
+
+    return Module
+
+
+FOLDED_MATMUL_FLOAT_BIAS = ["relax.quantize", "relax.matmul", "relax.add", "relax.astype", "relax.multiply",
+                            "relax.add"]
+UNCHANGED = ["relax.dequantize", "relax.quantize", "relax.dequantize", "relax.matmul", "relax.add"]
+
+
+@pytest.mark.parametrize("weight_scale,ops", [([0.25, 1e-30], FOLDED_MATMUL_FLOAT_BIAS), ([0.25, 0.0], UNCHANGED)],
+                         ids=["dead-channel", "zero-scale"])
+def test_fold_leaves_a_bias_that_no_integer_holds_in_float_without_casting_it(weight_scale, ops):
+    # Issue 17: `RuntimeWarning: invalid value encountered in cast` during an int8 compile. A channel whose
+    # BatchNorm gamma is ~0 (folded into the weights) has a weight scale ~1e-30: its bias is ~1e30 accumulator
+    # units, beyond int64, and was cast before the int32 range check. The matmul still folds, without the bias
+    # (which stays a float add). A zero weight scale (a pre-quantized model's) has no accumulator units: the
+    # layer stays fake-quantized. Nothing is cast out of range either way.
+    module = _matmul_with_bias(np.array(weight_scale, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        folded = FoldQDQToInt8()(module)
+    assert [b.value.op.name for b in folded["main"].body.blocks[0].bindings] == ops
+    x = np.random.default_rng(4).uniform(-3, 3, (1, 4)).astype(np.float32)
+    want = ((np.clip(np.round(x / 0.5) + 3, -128, 127) - 3) * 0.5) @ (W_Q * np.array(weight_scale)) + BIAS
+    np.testing.assert_allclose(run(folded, x), want, rtol=1e-5, atol=1e-5)
