@@ -1,6 +1,8 @@
 """`tvmcompress` command line: subcommands parse flags and call `tvmcompress.api`; nothing else lives here.
 
-Exit codes: 0 ok, 2 user error (one line on stderr, no traceback unless --debug), 1 internal error.
+Exit codes: 0 ok, 2 user error (one line on stderr, no traceback unless --debug), 1 internal error, 130 after
+Ctrl-C; SIGTERM and SIGHUP end it by that signal (exit status 143 and 129 in a shell) once what it was writing
+is removed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -16,6 +19,44 @@ from . import __version__
 from .errors import TvmcompressError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, like Ctrl-C's KeyboardInterrupt: the `with` blocks that
+    write OUT (ArtifactWriter) and the cache remove their temporary directories on the way out. A
+    KeyboardInterrupt subclass, so code that already lets Ctrl-C through lets these through too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise _Terminated(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """Route SIGTERM/SIGHUP to _Terminated; returns the handlers to put back (main() may run inside a program)."""
+    import threading
+
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous  # only the main thread may set handlers; signals are delivered there anyway
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(signum)
+        if handler is not signal.SIG_IGN:  # an ignored signal stays ignored (`nohup tvmcompress ...`)
+            previous[signum] = handler
+            signal.signal(signum, _raise_terminated)
+    return previous
+
+
+def _die_by(signum: int) -> None:
+    """End the process by `signum` itself, so the caller sees the signal (not an exit code) as the cause."""
+    logging.shutdown()
+    sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    os.kill(os.getpid(), signum)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -487,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # error line only, unless it asks for progress with -v.
     verbose = "-v" in argv or "--verbose" in argv or (sys.stderr.isatty() and not quiet)
     argv = [a for a in argv if a not in _GLOBAL_FLAGS]
+    previous_handlers = _install_signal_handlers()
     try:
         args = _build_parser().parse_args(argv)
         level = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
@@ -497,9 +539,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tvmcompress: error: {err}", file=sys.stderr)
         return EXIT_USER
+    except _Terminated as err:
+        print(f"tvmcompress: terminated by {signal.Signals(err.signum).name}", file=sys.stderr)
+        _die_by(err.signum)
+        return 128 + err.signum  # not reached: the signal ends the process
     except KeyboardInterrupt:
         print("tvmcompress: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
