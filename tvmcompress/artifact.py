@@ -102,7 +102,7 @@ def foreign_content(directory: str) -> str | None:
                 if rel not in listed:
                     return f"it holds '{rel}', which tvmcompress did not write"
         return None
-    return f"it is not empty and has no {MANIFEST_NAME} of a tvmcompress artifact"
+    return f"it holds '{names[0]}' and no {MANIFEST_NAME} of a tvmcompress artifact"
 
 
 def _is_within(path: str, directory: str) -> bool:
@@ -152,15 +152,26 @@ _TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP while a cleanup or the final swap runs, so an interrupt cannot leave half of it
-    done; a signal that arrives meanwhile is delivered right after."""
+    done; a signal that arrives meanwhile is raised again right after. Python runs signal handlers in the main
+    thread whichever thread the kernel picks (TVM keeps a thread pool), so the handlers are swapped for a
+    recorder rather than the signals masked. A signal with its default action (no Python handler) is left alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
+    pending: list[int] = []
+    previous = {}
+    for signum in _TERMINATING_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            previous[signum] = handler
+            signal.signal(signum, lambda received, _frame: pending.append(received))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -31,23 +31,37 @@ class _Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_terminated(signum, _frame):
-    raise _Terminated(signum)
-
-
-def _install_signal_handlers() -> dict:
-    """Route SIGTERM/SIGHUP to _Terminated; returns the handlers to put back (main() may run inside a program)."""
+def _install_signal_handlers(received: list[int]) -> dict:
+    """Route SIGTERM/SIGHUP to _Terminated and SIGINT to KeyboardInterrupt, noting each in `received`: TVM turns
+    an exception raised inside a Python callback it called into a RuntimeError, and main() must still see the
+    interrupt behind it. Returns the handlers to put back (main() may run inside a program)."""
     import threading
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum)
 
     previous = {}
     if threading.current_thread() is not threading.main_thread():
-        return previous  # only the main thread may set handlers; signals are delivered there anyway
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+        return previous  # only the main thread may set handlers; Python runs them there anyway
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         handler = signal.getsignal(signum)
-        if handler is not signal.SIG_IGN:  # an ignored signal stays ignored (`nohup tvmcompress ...`)
-            previous[signum] = handler
-            signal.signal(signum, _raise_terminated)
+        # An ignored signal stays ignored (`nohup tvmcompress ...`, SIGINT in a background job); a program that
+        # set its own SIGINT handler keeps it.
+        if handler is signal.SIG_IGN or signum == signal.SIGINT and handler is not signal.default_int_handler:
+            continue
+        previous[signum] = handler
+        signal.signal(signum, on_signal)
     return previous
+
+
+def _interrupted(signum: int) -> int:
+    if signum == signal.SIGINT:
+        print("tvmcompress: interrupted", file=sys.stderr)
+        return 130
+    print(f"tvmcompress: terminated by {signal.Signals(signum).name}", file=sys.stderr)
+    _die_by(signum)
+    return 128 + signum  # not reached: the signal ends the process
 
 
 def _die_by(signum: int) -> None:
@@ -55,7 +69,6 @@ def _die_by(signum: int) -> None:
     logging.shutdown()
     sys.stdout.flush()
     signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     os.kill(os.getpid(), signum)
 
 
@@ -257,6 +270,11 @@ def _cmd_compile(args) -> int:
         from .cache import default_cache_dir
 
         cache_dir = default_cache_dir()
+    from .artifact import check_output_dir_writable
+    from .cache import files_read
+
+    # Before TVM and ONNX load (seconds): a refused -o answers at once. api.compile checks again.
+    check_output_dir_writable(args.output, [*files_read(args.model, options), *([cache_dir] if cache_dir else [])])
     artifact = None
     if cache_dir is not None:
         from .cache import lookup
@@ -528,24 +546,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # error line only, unless it asks for progress with -v.
     verbose = "-v" in argv or "--verbose" in argv or (sys.stderr.isatty() and not quiet)
     argv = [a for a in argv if a not in _GLOBAL_FLAGS]
-    previous_handlers = _install_signal_handlers()
+    received: list[int] = []
+    previous_handlers = _install_signal_handlers(received)
     try:
         args = _build_parser().parse_args(argv)
         level = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         return _COMMANDS[args.command](args)
     except TvmcompressError as err:
+        if received:  # whatever failed on the way out of an interrupt, the interrupt is the cause
+            return _interrupted(received[-1])
         if debug:
             raise
         print(f"tvmcompress: error: {err}", file=sys.stderr)
         return EXIT_USER
-    except _Terminated as err:
-        print(f"tvmcompress: terminated by {signal.Signals(err.signum).name}", file=sys.stderr)
-        _die_by(err.signum)
-        return 128 + err.signum  # not reached: the signal ends the process
-    except KeyboardInterrupt:
-        print("tvmcompress: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        return _interrupted(err.signum if isinstance(err, _Terminated) else received[-1] if received else signal.SIGINT)
+    except Exception:
+        if not received:
+            raise
+        return _interrupted(received[-1])  # an interrupt that TVM wrapped on its way up
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
