@@ -124,7 +124,11 @@ def check_output_dir_writable(out: str, inputs: Sequence[str | os.PathLike] = ()
     if os.path.exists(out) and not os.path.isdir(out):
         raise TvmcompressError(f"output '{shown}' exists and is not a directory: choose another -o path")
     real = os.path.realpath(out)
-    if out == parent or _is_within(os.path.realpath(os.getcwd()), real):
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except FileNotFoundError:  # the working directory was deleted: nothing of it to protect
+        cwd = None
+    if out == parent or cwd is not None and _is_within(cwd, real):
         raise TvmcompressError(
             f"output '{shown}' is the working directory or above it, and would be replaced: pass a new directory as -o"
         )

@@ -14,7 +14,7 @@ user may edit OUT) into a temporary directory beside OUT and renames it into pla
 covers reads and stores, an exclusive one `clear`, so a clear never pulls an entry out from under a copy.
 
 Trust: model.so is native code that a hit hands to the user's process, so whoever can write to DIR can plant
-code. A hit checks the copied model.so (and weights.bin, when the manifest records its hash) against the sha256
+code. A hit checks the copied model.so (and weights.bin, relax_module.json where recorded) against the sha256
 in the entry's manifest before it renames the copy into OUT, and refuses the entry on a mismatch; that catches
 damage and a careless plant, not someone who rewrites the manifest too: DIR must be writable by its user alone
 (a new DIR is created 0700). DIR is marked with a CACHEDIR.TAG (https://bford.info/cachedir/); `clear`
@@ -414,14 +414,16 @@ class ArtifactCache:
 
     def _check_hashes(self, entry: Path, copy: str) -> None:
         """Refuse a copied entry whose native code or weights differ from what its manifest records."""
-        from .artifact import LIBRARY_NAME, MANIFEST_NAME, WEIGHTS_NAME, sha256_file
+        from .artifact import LIBRARY_NAME, MANIFEST_NAME, RELAX_MODULE_NAME, WEIGHTS_NAME, sha256_file
 
         try:
             with open(os.path.join(copy, MANIFEST_NAME), encoding="utf-8") as f:
                 hashes = json.load(f).get("hashes", {})
         except (OSError, ValueError, AttributeError):
             hashes = None
-        names = [LIBRARY_NAME] + ([WEIGHTS_NAME] if isinstance(hashes, dict) and WEIGHTS_NAME in hashes else [])
+        # model.so always; weights.bin and relax_module.json (which `export --static` loads) where recorded.
+        recorded_too = [n for n in (WEIGHTS_NAME, RELAX_MODULE_NAME) if isinstance(hashes, dict) and n in hashes]
+        names = [LIBRARY_NAME, *recorded_too]
         for name in names:
             path = os.path.join(copy, name)
             recorded = hashes.get(name) if isinstance(hashes, dict) else None
