@@ -297,6 +297,7 @@ class ArtifactWriter:
     def _swap(self) -> None:
         os.chmod(self.tmpdir, 0o755)  # mkdtemp makes it 0700
         parent = os.path.dirname(self.out)
+        old = None
         with self._out_locked():
             # Again, under the lock: OUT may have changed during the build (another writer, the user).
             check_output_dir_writable(self.out, self.inputs)
@@ -305,12 +306,17 @@ class ArtifactWriter:
                     # Swap: move the old OUT aside, rename the new one in, then delete the old one.
                     old = tempfile.mkdtemp(prefix=self._sibling(f"old-{os.getpid()}-"), dir=parent)
                     os.rename(self.out, os.path.join(old, "x"))
-                    os.rename(self.tmpdir, self.out)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.rename(self.tmpdir, self.out)
+                os.rename(self.tmpdir, self.out)
             except OSError as err:
+                if old is not None:
+                    if not os.path.exists(self.out):  # put the old OUT back
+                        with contextlib.suppress(OSError):
+                            os.rename(os.path.join(old, "x"), self.out)
+                    if not os.path.exists(os.path.join(old, "x")):
+                        os.rmdir(old)
                 raise TvmcompressError(f"cannot replace '{self.shown}': {err.strerror}; choose another -o path") from None
+        if old is not None:  # outside the lock: another writer need not wait for a large delete
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass(frozen=True)
