@@ -402,8 +402,14 @@ class ArtifactCache:
             if not (entry / MANIFEST_NAME).is_file():  # cleared while we waited
                 return False
             if check is not None:
-                with open(entry / MANIFEST_NAME, encoding="utf-8") as f:
-                    check(json.load(f))
+                try:
+                    with open(entry / MANIFEST_NAME, encoding="utf-8") as f:
+                        manifest = json.load(f)
+                except (OSError, UnicodeDecodeError, ValueError):
+                    manifest = None
+                if not isinstance(manifest, dict):
+                    raise self._damaged(entry, f"{MANIFEST_NAME} is not a JSON object")
+                check(manifest)
             with ArtifactWriter(output, inputs) as writer:
                 # copyfile, not copy2: fresh mtimes, so build systems see OUT as newer than its inputs.
                 shutil.copytree(entry, writer.tmpdir, copy_function=shutil.copyfile, dirs_exist_ok=True)
@@ -428,11 +434,13 @@ class ArtifactCache:
             path = os.path.join(copy, name)
             recorded = hashes.get(name) if isinstance(hashes, dict) else None
             if not isinstance(recorded, str) or not os.path.isfile(path) or sha256_file(path) != recorded:
-                raise TvmcompressError(
-                    f"the cache entry {entry} is damaged or was tampered with ({name} does not match the sha256 its "
-                    f"manifest records); nothing was loaded or written: run `tvmcompress cache clear --cache-dir "
-                    f"{self.directory}` and keep that directory writable by you alone"
-                )
+                raise self._damaged(entry, f"{name} does not match the sha256 its manifest records")
+
+    def _damaged(self, entry: Path, what: str) -> TvmcompressError:
+        return TvmcompressError(
+            f"the cache entry {entry} is damaged or was tampered with ({what}); nothing was loaded or written: run "
+            f"`tvmcompress cache clear --cache-dir {self.directory}` and keep that directory writable by you alone"
+        )
 
     def store(self, key: str, artifact_dir: str) -> None:
         """Add the finished artifact at `artifact_dir` as entry `key`. A concurrent store of the same key is

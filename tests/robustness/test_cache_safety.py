@@ -163,9 +163,18 @@ def _remove_library(entry: Path) -> None:
     (entry / "model.so").unlink()
 
 
+def _manifest_not_json(entry: Path) -> None:
+    (entry / "manifest.json").write_text('{"hashes": {"model.so": ')
+
+
+def _manifest_a_list(entry: Path) -> None:
+    (entry / "manifest.json").write_text("[1, 2]")
+
+
 TAMPERS = [("flipped-byte", _tamper_library, "model.so"), ("planted", _plant_library, "model.so"),
            ("no-recorded-hash", _drop_library_hash, "model.so"), ("missing", _remove_library, "model.so"),
-           ("weights", _tamper_recorded_weights, "weights.bin")]
+           ("weights", _tamper_recorded_weights, "weights.bin"), ("manifest-truncated", _manifest_not_json, "manifest.json"),
+           ("manifest-a-list", _manifest_a_list, "manifest.json")]
 
 
 @pytest.mark.parametrize("tamper, name", [(t, n) for _, t, n in TAMPERS], ids=[i for i, _, _ in TAMPERS])
