@@ -17,7 +17,7 @@ Trust: model.so is native code that a hit hands to the user's process, so whoeve
 code. A hit checks the copied model.so (and weights.bin, relax_module.json where recorded) against the sha256
 in the entry's manifest before it renames the copy into OUT, and refuses the entry on a mismatch; that catches
 damage and a careless plant, not someone who rewrites the manifest too: DIR must be writable by its user alone
-(a new DIR is created 0700). DIR is marked with a CACHEDIR.TAG (https://bford.info/cachedir/); `clear`
+(a new DIR is created 0700; one that others can write to gets a warning). DIR is marked with a CACHEDIR.TAG (https://bford.info/cachedir/); `clear`
 deletes only entries and leftovers named as this module names them, and refuses a directory that holds
 anything else and has no tag of ours.
 
@@ -345,10 +345,21 @@ class ArtifactCache:
             tag = self.directory / _TAG_NAME
             if not tag.is_file():
                 tag.write_text(_TAG_TEXT, encoding="utf-8")
+            self._warn_if_shared()
         except OSError as err:
             raise TvmcompressError(
                 f"cannot use cache directory '{self.directory}': {err.strerror}; pass another --cache-dir"
             ) from None
+
+    def _warn_if_shared(self) -> None:
+        """The trust boundary (module docstring): say so when others can write here. A warning, not an error: a
+        team may share a cache on purpose, and the hash check still catches a careless plant."""
+        info = self.directory.stat()
+        if info.st_mode & 0o022 or info.st_uid not in (os.geteuid(), 0):
+            log.warning(
+                "cache directory %s can be written by other users, who could plant code that a cache hit hands to "
+                "you: make it private (chmod go-w) or use another --cache-dir", self.directory,
+            )
 
     def _tagged(self) -> bool:
         try:

@@ -133,6 +133,16 @@ def test_new_cache_dir_is_private_and_tagged(tmp_path):
     assert (cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55\n")
 
 
+def test_a_cache_others_can_write_is_warned_about(tmp_path, caplog):
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache_mod.ArtifactCache(cache)._ensure()
+    assert "writable" not in caplog.text  # 0755, ours: quiet
+    cache.chmod(0o777)
+    cache_mod.ArtifactCache(cache)._ensure()
+    assert "can be written by other users" in caplog.text and "chmod go-w" in caplog.text
+
+
 # --- a hit checks what it hands out -------------------------------------------------------------------------------
 
 
