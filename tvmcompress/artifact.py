@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import signal
+import stat
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -66,6 +68,10 @@ BUNDLE_JSON_NAME = "bundle.json"
 
 
 def _read_json_object(path: str) -> dict | None:
+    """The JSON object in `path`; None if it is missing, unreadable or not an object. FileNotFoundError when
+    the directory holding it vanished (foreign_content looks again)."""
+    if not os.path.isdir(os.path.dirname(path)):
+        raise FileNotFoundError(path)
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -78,8 +84,31 @@ def foreign_content(directory: str) -> str | None:
     """Why `directory` is not one tvmcompress wrote (a phrase), or None when it is empty, an artifact of
     `compile` (manifest.json with schema_version, nothing but ARTIFACT_FILES/ARTIFACT_DIRS) or a bundle of
     `export` (bundle.json whose `files` lists every file in it). Only such a directory may be replaced."""
+    for _ in range(10):
+        try:
+            return _foreign_content(directory)
+        except FileNotFoundError:
+            # Something vanished while we looked: another writer of this OUT swapping it (they hold the lock,
+            # we may not yet). Look again; a directory that is gone holds nothing to lose.
+            if not os.path.isdir(directory):
+                return None
+    return _foreign_content(directory)
+
+
+def _is_file(path: str) -> bool:
+    """A regular file (not a link); FileNotFoundError when it vanished."""
+    return stat.S_ISREG(os.lstat(path).st_mode)
+
+
+def _is_dir(path: str) -> bool:
+    return stat.S_ISDIR(os.lstat(path).st_mode)
+
+
+def _foreign_content(directory: str) -> str | None:
     try:
         names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        raise
     except OSError as err:
         return f"it cannot be read ({err.strerror})"
     if not names:
@@ -88,9 +117,7 @@ def foreign_content(directory: str) -> str | None:
     if manifest is not None and "schema_version" in manifest:
         for name in names:
             path = os.path.join(directory, name)
-            if os.path.islink(path):
-                return f"it holds '{name}', a link tvmcompress did not write"
-            if not (name in ARTIFACT_FILES and os.path.isfile(path) or name in ARTIFACT_DIRS and os.path.isdir(path)):
+            if not (name in ARTIFACT_FILES and _is_file(path) or name in ARTIFACT_DIRS and _is_dir(path)):
                 return f"it holds '{name}', which tvmcompress did not write"
         return None
     bundle = _read_json_object(os.path.join(directory, BUNDLE_JSON_NAME))
@@ -101,7 +128,11 @@ def foreign_content(directory: str) -> str | None:
                 rel = os.path.relpath(os.path.join(root, name), directory)
                 if rel not in listed:
                     return f"it holds '{rel}', which tvmcompress did not write"
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(directory)
         return None
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(directory)
     return f"it holds '{names[0]}' and no {MANIFEST_NAME} of a tvmcompress artifact"
 
 
@@ -119,9 +150,15 @@ def check_output_dir_writable(out: str, inputs: Sequence[str | os.PathLike] = ()
     shown = str(out)
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
-    if os.path.islink(out):
+    try:
+        mode = os.lstat(out).st_mode  # once: another writer of OUT may be swapping it right now
+    except FileNotFoundError:
+        mode = None
+    except OSError as err:
+        raise TvmcompressError(f"cannot write '{shown}': {err.strerror}; choose another -o path") from None
+    if mode is not None and stat.S_ISLNK(mode):
         raise TvmcompressError(f"output '{shown}' is a symbolic link: pass the directory itself or a new path as -o")
-    if os.path.exists(out) and not os.path.isdir(out):
+    if mode is not None and not stat.S_ISDIR(mode):
         raise TvmcompressError(f"output '{shown}' exists and is not a directory: choose another -o path")
     real = os.path.realpath(out)
     try:
@@ -265,14 +302,20 @@ class ArtifactWriter:
     def __enter__(self) -> "ArtifactWriter":
         check_output_dir_writable(self.out, self.inputs)
         parent = os.path.dirname(self.out)
-        with _signals_deferred(), self._out_locked():
-            self._sweep()
-            try:
-                self.tmpdir = tempfile.mkdtemp(prefix=self._sibling(f"tmp-{os.getpid()}-"), dir=parent)
-                self._tmp_fd = os.open(self.tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                fcntl.flock(self._tmp_fd, fcntl.LOCK_EX)
-            except OSError as err:
-                raise TvmcompressError(f"cannot write '{self.out}': {err.strerror}; choose another -o path") from None
+        try:
+            with _signals_deferred(), self._out_locked():
+                self._sweep()
+                try:
+                    self.tmpdir = tempfile.mkdtemp(prefix=self._sibling(f"tmp-{os.getpid()}-"), dir=parent)
+                    self._tmp_fd = os.open(self.tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fcntl.flock(self._tmp_fd, fcntl.LOCK_EX)
+                except OSError as err:
+                    raise TvmcompressError(f"cannot write '{self.out}': {err.strerror}; choose another -o path") from None
+        except BaseException:
+            # A failure, or a signal held back above and raised on the way out: `with` calls no __exit__ when
+            # __enter__ raises, so the directory goes here.
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
     def path(self, name: str) -> str:
@@ -282,7 +325,8 @@ class ArtifactWriter:
         with _signals_deferred():
             try:
                 if exc_type is not None:
-                    shutil.rmtree(self.tmpdir, ignore_errors=True)
+                    if self.tmpdir:
+                        shutil.rmtree(self.tmpdir, ignore_errors=True)
                     return
                 try:
                     self._swap()

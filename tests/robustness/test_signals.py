@@ -200,3 +200,32 @@ def test_a_signal_during_the_swap_is_handled_after_it():
         assert seen == [signal.SIGHUP]
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_signal_while_the_writer_opens_removes_its_directory(tmp_path, monkeypatch):
+    """A signal held back while the temporary directory is made is raised as __enter__ ends; `with` then calls no
+    __exit__, so __enter__ must remove the directory itself (a real build hit this: SIGTERM as the build began)."""
+    import tempfile as tempfile_mod
+
+    class Stop(Exception):
+        pass
+
+    def raising(signum, _frame):
+        raise Stop
+
+    real_mkdtemp = tempfile_mod.mkdtemp
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        made = real_mkdtemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGHUP)
+        return made
+
+    previous = signal.signal(signal.SIGHUP, raising)
+    monkeypatch.setattr("tvmcompress.artifact.tempfile.mkdtemp", mkdtemp_then_signal)
+    try:
+        with pytest.raises(Stop):
+            with ArtifactWriter(str(tmp_path / "out")):
+                pytest.fail("the held-back signal must end __enter__")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert os.listdir(tmp_path) == []
