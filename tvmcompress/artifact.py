@@ -152,7 +152,7 @@ def check_output_dir_writable(out: str, inputs: Sequence[str | os.PathLike] = ()
     parent = os.path.dirname(out)
     try:
         mode = os.lstat(out).st_mode  # once: another writer of OUT may be swapping it right now
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the parent checks below explain it
         mode = None
     except OSError as err:
         raise TvmcompressError(f"cannot write '{shown}': {err.strerror}; choose another -o path") from None
