@@ -117,7 +117,10 @@ def _compile_fresh(
     # Cheap checks first: a missing toolchain or unwritable OUT should fail before a minutes-long build.
     preset = presets.with_cores(presets.resolve_preset(target), options.cores)
     toolchain.find_compiler(preset)
-    check_output_dir_writable(output)
+    from .cache import files_read
+
+    read_paths = files_read(model, options)  # OUT must not hold them: replacing it would delete them
+    check_output_dir_writable(output, read_paths)
     runtime_size = runtime_bytes(preset.arch, str(preset.tvm_target.get("kind")))
     check_runtime_fits(budgets, runtime_size, preset.arch)
 
@@ -149,7 +152,7 @@ def _compile_fresh(
     from .relax_stats import constant_bytes
     from .report import write_report
 
-    with ArtifactWriter(output) as writer:
+    with ArtifactWriter(output, read_paths) as writer:
         library = writer.path(LIBRARY_NAME)
         tuning_dir = writer.path("tuning") if options.tune is not None else None
         # Saved before the build: `export --static` rebuilds exactly this module as a system library.

@@ -1,6 +1,8 @@
 """`tvmcompress` command line: subcommands parse flags and call `tvmcompress.api`; nothing else lives here.
 
-Exit codes: 0 ok, 2 user error (one line on stderr, no traceback unless --debug), 1 internal error.
+Exit codes: 0 ok, 2 user error (one line on stderr, no traceback unless --debug), 1 internal error, 130 after
+Ctrl-C; SIGTERM and SIGHUP end it by that signal (exit status 143 and 129 in a shell) once what it was writing
+is removed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -16,6 +19,57 @@ from . import __version__
 from .errors import TvmcompressError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, like Ctrl-C's KeyboardInterrupt: the `with` blocks that
+    write OUT (ArtifactWriter) and the cache remove their temporary directories on the way out. A
+    KeyboardInterrupt subclass, so code that already lets Ctrl-C through lets these through too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _install_signal_handlers(received: list[int]) -> dict:
+    """Route SIGTERM/SIGHUP to _Terminated and SIGINT to KeyboardInterrupt, noting each in `received`: TVM turns
+    an exception raised inside a Python callback it called into a RuntimeError, and main() must still see the
+    interrupt behind it. Returns the handlers to put back (main() may run inside a program)."""
+    import threading
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum)
+
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous  # only the main thread may set handlers; Python runs them there anyway
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(signum)
+        # An ignored signal stays ignored (`nohup tvmcompress ...`, SIGINT in a background job); a program that
+        # set its own SIGINT handler keeps it.
+        if handler is signal.SIG_IGN or signum == signal.SIGINT and handler is not signal.default_int_handler:
+            continue
+        previous[signum] = handler
+        signal.signal(signum, on_signal)
+    return previous
+
+
+def _interrupted(signum: int) -> int:
+    if signum == signal.SIGINT:
+        print("tvmcompress: interrupted", file=sys.stderr)
+        return 130
+    print(f"tvmcompress: terminated by {signal.Signals(signum).name}", file=sys.stderr)
+    _die_by(signum)
+    return 128 + signum  # not reached: the signal ends the process
+
+
+def _die_by(signum: int) -> None:
+    """End the process by `signum` itself, so the caller sees the signal (not an exit code) as the cause."""
+    logging.shutdown()
+    sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -216,6 +270,11 @@ def _cmd_compile(args) -> int:
         from .cache import default_cache_dir
 
         cache_dir = default_cache_dir()
+    from .artifact import check_output_dir_writable
+    from .cache import files_read
+
+    # Before TVM and ONNX load (seconds): a refused -o answers at once. api.compile checks again.
+    check_output_dir_writable(args.output, [*files_read(args.model, options), *([cache_dir] if cache_dir else [])])
     artifact = None
     if cache_dir is not None:
         from .cache import lookup
@@ -487,19 +546,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # error line only, unless it asks for progress with -v.
     verbose = "-v" in argv or "--verbose" in argv or (sys.stderr.isatty() and not quiet)
     argv = [a for a in argv if a not in _GLOBAL_FLAGS]
+    received: list[int] = []
+    previous_handlers = _install_signal_handlers(received)
     try:
         args = _build_parser().parse_args(argv)
         level = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         return _COMMANDS[args.command](args)
     except TvmcompressError as err:
+        if received:  # whatever failed on the way out of an interrupt, the interrupt is the cause
+            return _interrupted(received[-1])
         if debug:
             raise
         print(f"tvmcompress: error: {err}", file=sys.stderr)
         return EXIT_USER
-    except KeyboardInterrupt:
-        print("tvmcompress: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        return _interrupted(err.signum if isinstance(err, _Terminated) else received[-1] if received else signal.SIGINT)
+    except Exception:
+        if not received:
+            raise
+        return _interrupted(received[-1])  # an interrupt that TVM wrapped on its way up
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

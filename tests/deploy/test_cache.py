@@ -54,7 +54,9 @@ def test_hit_replaces_an_existing_output_atomically(fresh, tmp_path):
     model, cache, first = fresh
     out = tmp_path / "out"
     out.mkdir()
-    (out / "stale.txt").write_text("old")
+    # An earlier artifact at OUT (only our own output may be replaced: tests/robustness/test_output_safety.py).
+    (out / "manifest.json").write_text('{"schema_version": 1}')
+    (out / "weights.bin").write_text("old")
     tvmcompress.compile(str(model), "host", output=str(out), cache_dir=str(cache))
     assert sorted(p.name for p in out.iterdir()) == sorted(os.listdir(first.directory))
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp directories left beside OUT
@@ -120,7 +122,7 @@ def test_cli_json_reports_hit_and_cache_clear(fresh, tmp_path, capsys):
     assert info["entries"] == 1 and info["bytes"] == sum(len(v) for v in _files(tmp_path / "A").values())
     assert main(["cache", "clear", "--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.startswith(f"cleared {cache}: 1 artifacts")
-    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == []
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == ["CACHEDIR.TAG"]  # still ours
     assert (tmp_path / "B" / "model.so").is_file()  # clearing the cache leaves artifacts alone
 
 
