@@ -180,6 +180,28 @@ def _reject_unloaded_external_data(model: onnx.ModelProto, what: str) -> None:
         )
 
 
+def check_finite_weights(model: onnx.ModelProto) -> None:
+    """Raise naming the first float weight (initializer, after canonicalize) that holds a NaN or an Inf: it would
+    make outputs NaN (or finite garbage, were any kernel to drop the NaN), which no user wants silently."""
+    for tensor in _all_tensors(model):
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        values = numpy_helper.to_array(tensor)
+        finite = np.isfinite(values)  # bfloat16 too (ml_dtypes)
+        if not finite.all():
+            bad = values[~finite]
+            kind = "NaN" if np.isnan(bad).any() else "Inf"
+            raise TvmcompressError(
+                f"weight '{tensor.name}' holds {kind} ({bad.size} of {values.size} values are not finite): fix the "
+                "model, or set allow_nonfinite_weights (--allow-nonfinite-weights) to compile it as it is"
+            )
+
+
+_FLOAT_TYPES = frozenset(
+    getattr(onnx.TensorProto, name) for name in ("FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16")
+)
+
+
 def _all_tensors(model: onnx.ModelProto):
     # Same as onnx.external_data_helper._get_all_tensors, which is private.
     for graph in all_graphs(model.graph):

@@ -172,6 +172,7 @@ def test_constant_negative_indices_count_from_the_end(tmp_path):
     np.testing.assert_array_equal(got, zoo.ort_outputs(model, {"x": x})[0])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
 def test_c_api_run_returns_err_argument_for_an_out_of_range_index(indexing, tmp_path):
     """A shared bundle of the model, driven by bounds_c_api.c: in-range ids run, out-of-range ones return

@@ -15,6 +15,7 @@ from .cpu_rules import default_rules
 from .cpu_rules.rule_base import guarded
 from .cpu_rules.packed_compute import legalize_map
 from .int8_rules import Int8DotProduct, make_int8_legalize_map
+from .propagate_nan import PropagateNaN
 from .cpu_rules.restore_clip import RestoreScalarMinMax
 from ..passes.fold_channel_affine import FoldChannelAffine
 from ..passes.fold_constants_numpy import fold_constants
@@ -90,6 +91,8 @@ def cpu_schedule_passes(target: tvm.target.Target, tuned=None, winograd: bool = 
 
         passes.append(apply_database(tuned))
     passes.append(dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules())))
+    # NOTE: after the schedules, whose rules match TIR max/min (restore_clip.py); ONNX's NaN semantics.
+    passes.append(PropagateNaN())
     return passes
 
 
