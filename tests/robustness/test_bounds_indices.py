@@ -126,7 +126,8 @@ def test_out_of_range_index_is_an_error_naming_the_op_and_input(indexing, name, 
     np.testing.assert_array_equal(artifact.run(_valid_feeds())["rows"][0], TABLE[[0, 9, 9]])
 
 
-@pytest.mark.parametrize("ids", [[[0, 5, 1_000_000]], [[0, 1, 10]]])
+# A process of its own: the far index used to kill the process with SIGSEGV.
+@pytest.mark.parametrize("ids", [[[0, 5, 1_000_000]], pytest.param([[0, 1, 10]], marks=pytest.mark.slow)])
 def test_cli_run_with_out_of_range_ids_exits_2_with_one_line(indexing, ids, tmp_path):
     _, artifact = indexing
     feeds = _valid_feeds()
@@ -206,3 +207,51 @@ def test_c_api_run_returns_err_argument_for_an_out_of_range_index(indexing, tmp_
     }
     assert [spec.name for spec in artifact.inputs][0] == "ids"
     assert lines["run_1000000"][1].startswith('idx: IndexError: index out of range: Gather node "embed"')
+
+
+@pytest.mark.cross
+@pytest.mark.slow
+def test_aarch64_artifact_under_qemu_refuses_out_of_range_ids(tmp_path):
+    """The same check compiled for AArch64 and run under qemu-user: the kernel's assert, not a wild read."""
+    from tvmcompress.targets.runtime_cache import FOREIGN_ARCHES, missing_tool
+
+    reason = missing_tool(FOREIGN_ARCHES["aarch64"])
+    if reason is not None:
+        pytest.skip(reason)
+    v = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0, name="embed")], "gather",
+        [v("ids", TensorProto.INT64, [1, 3])], [v("rows", TensorProto.FLOAT, [1, 3, 4])],
+        [numpy_helper.from_array(TABLE, "table")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
+              str(tmp_path / "g.onnx"))
+    artifact = tvmc_compile(tmp_path / "g.onnx", "aarch64", output=tmp_path / "out")
+    got = artifact.run({"ids": np.array([[0, -1, 9]], np.int64)})["rows"]
+    np.testing.assert_array_equal(got[0], TABLE[[0, 9, 9]])
+    for bad in (10, 1_000_000, -11):
+        with pytest.raises(TvmcompressError, match=r'index out of range: Gather node "embed".*\[-10, 9\]'):
+            artifact.run({"ids": np.array([[0, 1, bad]], np.int64)})
+
+
+def test_tensor_scatter_linear_write_past_the_cache_is_an_error(tmp_path):
+    """TensorScatter (opset 24, linear mode) writes update's 2 positions from write_indices[b] on: 3 of a 5-long
+    cache is the last valid start; onnx's reference evaluator gives the expected values."""
+    from onnx.reference import ReferenceEvaluator
+
+    v = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("TensorScatter", ["cache", "update", "write"], ["y"], axis=2, name="kv")], "ts",
+        [v("cache", TensorProto.FLOAT, [2, 1, 5, 3]), v("update", TensorProto.FLOAT, [2, 1, 2, 3]),
+         v("write", TensorProto.INT64, [2])], [v("y", TensorProto.FLOAT, [2, 1, 5, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)], ir_version=10)
+    rng = np.random.default_rng(0)
+    feeds = {"cache": rng.standard_normal((2, 1, 5, 3)).astype(np.float32),
+             "update": rng.standard_normal((2, 1, 2, 3)).astype(np.float32), "write": np.array([0, 3], np.int64)}
+    artifact = tvmc_compile(model, output=tmp_path / "out")
+    np.testing.assert_array_equal(artifact.run(feeds)["y"], ReferenceEvaluator(model).run(None, feeds)[0])
+    for write in ([0, 4], [-1, 0], [2**40, 0]):
+        with pytest.raises(TvmcompressError, match=r'index out of range: TensorScatter node "kv", input 2 '
+                                                   r"\(write_indices.*outside \[0, 4\]"):
+            artifact.run({**feeds, "write": np.array(write, np.int64)})

@@ -180,9 +180,8 @@ def _cnn_with_weight(value: float, tmp_path) -> tuple[onnx.ModelProto, str]:
     return model, init.name
 
 
-@pytest.mark.parametrize("value, kind", [(np.nan, "NaN"), (np.inf, "Inf"), (-np.inf, "Inf")])
-def test_cli_rejects_a_nonfinite_weight_by_name(value, kind, tmp_path):
-    _, name = _cnn_with_weight(value, tmp_path)
+def test_cli_rejects_a_nan_weight_by_name_in_one_line(tmp_path):
+    _, name = _cnn_with_weight(np.nan, tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "tvmcompress.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300,
@@ -190,7 +189,16 @@ def test_cli_rejects_a_nonfinite_weight_by_name(value, kind, tmp_path):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert f"weight '{name}' holds {kind} (1 of " in lines[0] and "--allow-nonfinite-weights" in lines[0]
+    assert f"weight '{name}' holds NaN (1 of 216 values are not finite)" in lines[0]
+    assert "--allow-nonfinite-weights" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_weight_is_rejected_by_name(value, tmp_path):
+    _, name = _cnn_with_weight(value, tmp_path)
+    with pytest.raises(TvmcompressError, match=f"weight '{name}' holds Inf"):
+        tvmc_compile(tmp_path / "m.onnx", output=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -36,7 +36,7 @@ INDEX_ERROR_PREFIX = "index out of range"
 GRAPH_INPUTS_KEY = "graph_inputs"
 
 
-def _where(attr: dict, position: int, name: str, indices: relax.Expr) -> str:
+def where_indices(attr: dict, position: int, name: str, indices: relax.Expr) -> str:
     """'Gather node "g1", input 1 (indices = graph input "ids")': what the message names."""
     custom = attr.get("tvm_custom", {})
     node = custom.get("op_type", "the op")
@@ -59,6 +59,7 @@ def checked_indices(
     axis of `indices` (GatherND, ScatterND). `allow_negative=False` takes [0, n-1] as the valid range.
     """
     shape, dtype = shape_of(indices), dtype_of(indices)
+    allow_negative = allow_negative and not dtype.startswith("uint")
     k = len(extents) if per_coordinate else 1
     m = math.prod(shape) // k
     low = "-n" if allow_negative else "0"
@@ -70,8 +71,6 @@ def checked_indices(
     value = constant_value(indices)
     if value is not None:
         return relax.const(_check_constant(value.reshape(m, k), extents, allow_negative, message).reshape(shape))
-    if dtype.startswith("uint"):
-        allow_negative = False
     func = _check_func(m, k, dtype, tuple(int(n) for n in extents), allow_negative, message)
     gvar = bb.add_func(func, "check_indices")
     flat = bb.normalize(R.reshape(indices, (m, k)))
@@ -134,7 +133,7 @@ class Gather(OnnxOpConverter):
         ):
             return tvm_onnx.Gather._impl_v13(bb, inputs, attr, params)
         axis, n = _data_extent(data, int(attr.get("axis", 0)))
-        checked = checked_indices(bb, indices, [n], _where(attr, 1, "indices", indices))
+        checked = checked_indices(bb, indices, [n], where_indices(attr, 1, "indices", indices))
         return R.take(data, checked, axis)
 
 
@@ -147,7 +146,7 @@ class GatherElements(OnnxOpConverter):
     def _impl(cls, bb, inputs, attr, params):
         data, indices = inputs[0], inputs[1]
         axis, n = _data_extent(data, int(attr.get("axis", 0)))
-        checked = checked_indices(bb, indices, [n], _where(attr, 1, "indices", indices))
+        checked = checked_indices(bb, indices, [n], where_indices(attr, 1, "indices", indices))
         return R.gather_elements(data, checked, axis)
 
 
@@ -169,7 +168,7 @@ class GatherND(OnnxOpConverter):
         extents = _coordinate_extents(data, indices, batch_dims)
         if not extents:  # an empty coordinate takes whole slices: nothing to check
             return R.gather_nd(data, indices, batch_dims)
-        checked = checked_indices(bb, indices, extents, _where(attr, 1, "indices", indices), per_coordinate=True)
+        checked = checked_indices(bb, indices, extents, where_indices(attr, 1, "indices", indices), per_coordinate=True)
         return R.gather_nd(data, checked, batch_dims)
 
 
@@ -187,7 +186,7 @@ class ScatterElements(OnnxOpConverter):
     def _impl(cls, bb, inputs, attr, opset):
         data, indices, updates = inputs
         axis, n = _data_extent(data, int(attr.get("axis", 0)))
-        checked = checked_indices(bb, indices, [n], _where(attr, 1, "indices", indices))
+        checked = checked_indices(bb, indices, [n], where_indices(attr, 1, "indices", indices))
         return R.scatter_elements(data, checked, updates, axis=axis, reduction=_reduction(attr, opset))
 
 
@@ -201,5 +200,5 @@ class ScatterND(OnnxOpConverter):
         data, indices, updates = inputs
         extents = _coordinate_extents(data, indices, 0)
         if extents:
-            indices = checked_indices(bb, indices, extents, _where(attr, 1, "indices", indices), per_coordinate=True)
+            indices = checked_indices(bb, indices, extents, where_indices(attr, 1, "indices", indices), per_coordinate=True)
         return R.scatter_nd(data, indices, updates, _reduction(attr, opset))
