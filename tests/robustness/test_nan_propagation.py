@@ -211,3 +211,30 @@ def test_allow_nonfinite_weights_compiles_and_gives_nan_like_onnxruntime(tmp_pat
                             options=CompileOptions.create(allow_nonfinite_weights=True))
     feeds = zoo.random_inputs(model, {})
     _assert_same_nans(artifact.run(feeds), model, feeds, [spec.name for spec in artifact.outputs])
+
+
+def _masked_softmax(mask_fill: float) -> onnx.ModelProto:
+    """Softmax(x + mask), the mask a constant upper triangle of `mask_fill`: how causal masks reach us after
+    constant folding (torch's SDPA export fills with -inf)."""
+    mask = np.triu(np.full((4, 4), mask_fill, np.float32), k=1)
+    v = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "mask"], ["scores"]), helper.make_node("Softmax", ["scores"], ["p"], axis=-1)],
+        "masked", [v("x", TensorProto.FLOAT, [1, 4, 4])], [v("p", TensorProto.FLOAT, [1, 4, 4])],
+        [numpy_helper.from_array(mask, "mask")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_an_infinite_mask_constant_is_not_a_weight_and_compiles(tmp_path):
+    model = _masked_softmax(-np.inf)
+    x = np.random.default_rng(0).standard_normal((1, 4, 4)).astype(np.float32)
+    got = tvmc_compile(model, output=tmp_path / "out").run({"x": x})["p"]
+    np.testing.assert_allclose(got, zoo.ort_outputs(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert got[0, 0, 1] == 0 and got[0, 0, 0] == 1  # exp(-inf) = 0: the masked entries hold no weight
+
+
+def test_a_nan_constant_is_rejected_even_when_it_is_not_a_weight(tmp_path):
+    with pytest.raises(TvmcompressError, match=r"constant 'mask' holds NaN \(6 of 16 values"):
+        tvmc_compile(_masked_softmax(np.nan), output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

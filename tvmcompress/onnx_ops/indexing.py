@@ -10,7 +10,7 @@ indices (not over the data) that adds n to a negative index and stops the call w
 (a TIR assert: the kernel returns an error code, which the Relax VM raises, on every target and in the exported
 C bundle) naming the node and the input. The op then only ever sees indices in [0, n-1]. Constant indices are
 checked here, at import, instead. The loop costs O(number of indices), against the op's O(number of indices x
-row length); bench/bench_bounds_check.py measures it on the benchmark models (BENCHMARKS.md).
+row length); bench/bench_runtime_checks.py measures it (BENCHMARKS.md, section runtime-checks).
 
 INDEX_ERROR_PREFIX starts every such message, so that runners can tell a bad input from a broken library.
 """
@@ -37,7 +37,7 @@ GRAPH_INPUTS_KEY = "graph_inputs"
 
 
 def where_indices(attr: dict, position: int, name: str, indices: relax.Expr) -> str:
-    """'Gather node "g1", input 1 (indices = graph input "ids")': what the message names."""
+    """'Gather node "g1", input 1 (indices = model input "ids")': what the message names."""
     custom = attr.get("tvm_custom", {})
     node = custom.get("op_type", "the op")
     if custom.get("name"):

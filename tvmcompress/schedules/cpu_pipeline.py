@@ -91,8 +91,6 @@ def cpu_schedule_passes(target: tvm.target.Target, tuned=None, winograd: bool = 
 
         passes.append(apply_database(tuned))
     passes.append(dlight.ApplyDefaultSchedule(*guarded(Int8DotProduct(), *default_rules())))
-    # NOTE: after the schedules, whose rules match TIR max/min (restore_clip.py); ONNX's NaN semantics.
-    passes.append(PropagateNaN())
     return passes
 
 
@@ -115,6 +113,8 @@ def cpu_pipeline(target: tvm.target.Target, tuned=None, winograd: bool = True) -
         with target:
             passes = [
                 *cpu_schedule_passes(target, tuned, winograd),
+                # NOTE: after the schedules, whose rules read TIR max/min (restore_clip.py): ONNX's NaN semantics.
+                PropagateNaN(),
                 *cpu_generic.dataflow_lower_passes(target),
                 *cpu_generic.finalize_passes(target),
             ]
