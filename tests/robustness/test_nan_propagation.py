@@ -108,8 +108,8 @@ def test_propagate_nan_numbers_match_numpy():
 
 
 def _nan_ops_model() -> onnx.ModelProto:
-    """Relu, Clip, Max, Min of two inputs, and a 1x1 and a strided 3x3 Conv + Relu (direct convolutions: a
-    Winograd tile would spread one NaN pixel over its whole tile, see the report in BENCHMARKS.md)."""
+    """Relu, Clip, Max, Min of two inputs, and a 1x1 and a strided 3x3 Conv + Relu (direct convolutions; the
+    Winograd form is test_winograd_conv_keeps_every_nan_of_onnxruntime)."""
     rng = np.random.default_rng(0)
     v = helper.make_tensor_value_info
     nodes = [
@@ -163,6 +163,29 @@ def test_relu_clip_max_min_conv_put_nan_where_onnxruntime_does(tmp_path):
     artifact = tvmc_compile(tmp_path / "m.onnx", output=tmp_path / "out")
     feeds = _nan_feeds()
     _assert_same_nans(artifact.run(feeds), model, feeds, [o.name for o in model.graph.output])
+
+
+def test_winograd_conv_keeps_every_nan_of_onnxruntime(tmp_path):
+    """A 3x3 stride-1 conv runs as Winograd F(4x4): its input transform mixes a whole tile, so one NaN pixel makes
+    its whole output tiles NaN, more positions than a direct conv (onnxruntime). No NaN is lost; --no-winograd
+    gives onnxruntime's exact positions."""
+    rng = np.random.default_rng(0)
+    v = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "conv3x3",
+        [v("x", TensorProto.FLOAT, [1, 64, 28, 28])], [v("y", TensorProto.FLOAT, [1, 64, 28, 28])],
+        [numpy_helper.from_array(rng.normal(size=(64, 64, 3, 3)).astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    x = rng.normal(size=(1, 64, 28, 28)).astype(np.float32)
+    x[0, 3, 5, 5] = np.nan
+    want = np.isnan(zoo.ort_outputs(model, {"x": x})[0])
+    winograd = np.isnan(tvmc_compile(model, output=tmp_path / "w").run({"x": x})["y"])
+    direct = np.isnan(tvmc_compile(model, output=tmp_path / "d",
+                                   options=CompileOptions.create(winograd=False)).run({"x": x})["y"])
+    assert want.sum() == 64 * 9 and (winograd >= want).all() and winograd.sum() > want.sum()
+    np.testing.assert_array_equal(direct, want)
 
 
 # --- non-finite weights ----------------------------------------------------------------------------------------
