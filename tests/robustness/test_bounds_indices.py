@@ -255,3 +255,26 @@ def test_tensor_scatter_linear_write_past_the_cache_is_an_error(tmp_path):
         with pytest.raises(TvmcompressError, match=r'index out of range: TensorScatter node "kv", input 2 '
                                                    r"\(write_indices.*outside \[0, 4\]"):
             artifact.run({**feeds, "write": np.array(write, np.int64)})
+
+
+def test_the_benchmark_baseline_really_has_no_checks():
+    """bench/bench_runtime_checks.py times the default build against one without the checks: the baseline must
+    lack the index check kernel and PropagateNaN, and still count negative indices from the end."""
+    sys.path.insert(0, str(HERE.parent.parent / "bench"))
+    import bench_runtime_checks
+    from tvmcompress import frontend
+    from tvmcompress.schedules import cpu_pipeline
+
+    from tvmcompress.schedules.propagate_nan import PropagateNaN
+
+    model = frontend.canonicalize(bench_runtime_checks.build_bert_embedding(seq=4, hidden=8))
+
+    def has_check(mod) -> bool:
+        return any(str(gvar).find("check_indices") >= 0 for gvar in mod.get_global_vars())
+
+    assert has_check(frontend.import_to_relax(model))
+    with bench_runtime_checks.without_runtime_checks():
+        baseline = frontend.import_to_relax(model)
+        assert cpu_pipeline.PropagateNaN is not PropagateNaN
+    assert not has_check(baseline)
+    assert cpu_pipeline.PropagateNaN is PropagateNaN  # restored for the rest of the process

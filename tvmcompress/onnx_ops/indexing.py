@@ -70,7 +70,7 @@ def checked_indices(
 
     value = constant_value(indices)
     if value is not None:
-        return relax.const(_check_constant(value.reshape(m, k), extents, allow_negative, message).reshape(shape))
+        return relax.const(_check_constant(value.reshape(m, k), extents, allow_negative, message).reshape(shape), dtype)
     func = _check_func(m, k, dtype, tuple(int(n) for n in extents), allow_negative, message)
     gvar = bb.add_func(func, "check_indices")
     flat = bb.normalize(R.reshape(indices, (m, k)))
