@@ -44,8 +44,8 @@ def _expected(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32"), c: T.B
             vi = T.axis.spatial(8, i)
             T.reads(a[vi], b[vi], k[vi])
             T.writes(c[vi], d[vi], k[vi])
-            # Two varying operands: the NaN test on the first; max itself returns a NaN second operand.
-            c[vi] = T.Select(T.isnan(a[vi]), a[vi], T.max(a[vi], b[vi]))
+            # Two varying operands: a NaN first operand wins; a NaN second one fails the compare and is returned.
+            c[vi] = T.Select(T.isnan(a[vi]), a[vi], T.Select(a[vi] > b[vi], a[vi], b[vi]))
             # Clip: the constant moves second, the compare is false for NaN; computed operands bound once.
             x = T.float32()
             y = T.float32()
@@ -56,6 +56,11 @@ def _expected(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32"), c: T.B
 
 def test_propagate_nan_rewrites_float_max_min():
     tvm.ir.assert_structural_equal(propagate_nan(_before), _expected)
+
+
+def test_propagate_nan_is_idempotent():
+    once = propagate_nan(_before)
+    tvm.ir.assert_structural_equal(propagate_nan(once), once)
 
 
 def test_propagate_nan_leaves_a_module_without_float_max_min_alone():

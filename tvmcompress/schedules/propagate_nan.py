@@ -5,12 +5,13 @@ TIR's `max(a, b)` compiles to `a > b ? a : b` (x86 maxps, AArch64 fmax on ordere
 a NaN `a`: Relu(NaN) = max(NaN, 0) gave 0, Clip(NaN) gave its low bound, Max(NaN, y) gave y, and a NaN weight
 came out as finite, confident logits. The rewrite, per float max/min (min symmetric):
 
-    max(a, c), c a constant that is not NaN  ->  (a < c) ? c : a          a NaN: the compare is false, a passes
-    max(a, b)                                ->  isnan(a) ? a : max(a, b)  b NaN: max(a, b) already gives b
+    max(a, c), c a constant that is not NaN  ->  (a < c) ? c : a                      a NaN: the compare is false
+    max(a, b)                                ->  isnan(a) ? a : ((a > b) ? a : b)     b NaN: a > b is false
 
-The first form is one compare+blend, as before (LLVM still emits maxps, with the constant as first operand);
-the second adds one unordered compare and blend, only where both operands vary (Max/Min of two tensors, max
-pooling, the max of softmax). Non-trivial operands are bound once with a Let, so nested clips stay linear.
+The first form is a compare and a blend (or maxps with the constant first). The second is TIR's own max (LLVM
+emits maxps for `a > b ? a : b`) plus an unordered compare and a blend, only where both operands vary (Max/Min
+of two tensors, max pooling, the max of softmax). Non-trivial operands are bound once with a Let, so nested
+clips stay linear. No Max/Min is left, so the pass is idempotent.
 
 Pre: scheduled (or unscheduled) PrimFuncs. Post: no float Max/Min whose result drops a NaN operand. Runs after
 the schedules (cpu_pipeline), which pattern-match TIR max/min (restore_clip.py), and before TVM's lowering.
@@ -47,7 +48,8 @@ def _propagating(expr):
     if _is_number(b):
         result = tirx.Select(tirx.LT(x, b) if is_max else tirx.GT(x, b), b, x)
     else:
-        result = tirx.Select(tirx.isnan(x), x, tirx.Max(x, b) if is_max else tirx.Min(x, b))
+        wins = tirx.GT(x, b) if is_max else tirx.LT(x, b)
+        result = tirx.Select(tirx.isnan(x), x, tirx.Select(wins, x, b))
     return result if bound is None else tirx.Let(bound, a, result)
 
 
