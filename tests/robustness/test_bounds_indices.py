@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import zoo
-from tvmcompress import compile as tvmc_compile, load
+from tvmcompress import compile as tvmc_compile
 from tvmcompress.errors import TvmcompressError
 
 TABLE = np.arange(40, dtype=np.float32).reshape(10, 4)

@@ -82,8 +82,8 @@ class TensorScatter(OnnxOpConverter):
             index = R.floor_mod(index, const(cache_shape[axis], "int64"))
         index = bb.normalize(R.broadcast_to(index, update_shape))
         if write is not None and not circular:  # write_indices + the update's length must stay inside the cache
-            index = checked_indices(bb, index, [cache_shape[axis]], where_indices(attr, 2, "write_indices, plus the update's positions", write),
-                                    allow_negative=False)
+            where = where_indices(attr, 2, "write_indices, plus the update's positions", write)
+            index = checked_indices(bb, index, [cache_shape[axis]], where, allow_negative=False)
         return R.scatter_elements(cache, index, update, axis=axis)
 
 

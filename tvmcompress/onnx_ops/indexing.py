@@ -168,12 +168,12 @@ class GatherND(OnnxOpConverter):
         extents = _coordinate_extents(data, indices, batch_dims)
         if not extents:  # an empty coordinate takes whole slices: nothing to check
             return R.gather_nd(data, indices, batch_dims)
-        checked = checked_indices(bb, indices, extents, where_indices(attr, 1, "indices", indices), per_coordinate=True)
-        return R.gather_nd(data, checked, batch_dims)
+        where = where_indices(attr, 1, "indices", indices)
+        return R.gather_nd(data, checked_indices(bb, indices, extents, where, per_coordinate=True), batch_dims)
 
 
 def _reduction(attr: dict, opset: int) -> str:
-    allowed = ["update"] if opset < 16 else ["update", "add", "mul"] if opset < 18 else ["update", "add", "mul", "min", "max"]
+    allowed = ["update", "add", "mul", "min", "max"][: 1 if opset < 16 else 3 if opset < 18 else 5]
     return tvm_onnx._get_onnx_reduction(attr, allowed)  # noqa: SLF001 - TVM's own reading of `reduction`
 
 
@@ -200,5 +200,6 @@ class ScatterND(OnnxOpConverter):
         data, indices, updates = inputs
         extents = _coordinate_extents(data, indices, 0)
         if extents:
-            indices = checked_indices(bb, indices, extents, where_indices(attr, 1, "indices", indices), per_coordinate=True)
+            where = where_indices(attr, 1, "indices", indices)
+            indices = checked_indices(bb, indices, extents, where, per_coordinate=True)
         return R.scatter_nd(data, indices, updates, _reduction(attr, opset))
