@@ -64,7 +64,21 @@ class VMSession(Session):
         return self.main(*tensors)
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return _outputs_to_numpy(self.call_device(self.to_device(inputs)))
+        try:
+            return _outputs_to_numpy(self.call_device(self.to_device(inputs)))
+        except IndexError as err:
+            raise_if_index_error(err)
+            raise
+
+
+def raise_if_index_error(err: Exception) -> None:
+    """A TvmcompressError for the kernel's index check (tvmcompress/onnx_ops/indexing.py): the inputs are wrong,
+    not the library."""
+    from tvmcompress.onnx_ops.indexing import INDEX_ERROR_PREFIX
+
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if message.startswith(INDEX_ERROR_PREFIX):
+        raise TvmcompressError(f"{message}: pass indices inside that range") from None
 
 
 class QemuSession(Session):

@@ -128,6 +128,8 @@ def _compile_fresh(
     source_bytes = _source_bytes(model, source_model)
     canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
     frontend.check_supported(canonical)
+    if not options.allow_nonfinite_weights:
+        frontend.check_finite_weights(canonical)
     inputs, outputs = frontend.model_io(canonical)
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))
     mod = frontend.import_to_relax(canonical)

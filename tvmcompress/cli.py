@@ -162,6 +162,10 @@ def _build_parser() -> argparse.ArgumentParser:
              "layers, and its float32 rounding differs from a direct convolution (~5e-6 relative)",
     )
     p.add_argument(
+        "--allow-nonfinite-weights", action="store_true",
+        help="compile a model whose weights hold NaN or Inf (rejected by default: they make every output NaN)",
+    )
+    p.add_argument(
         "--separate-weights", action="store_true",
         help="write the weights to OUT/weights.bin, loaded at run time, instead of embedding them in model.so",
     )
@@ -260,6 +264,7 @@ def _cmd_compile(args) -> int:
         accuracy_budget=args.accuracy_budget,
         prune_budget=args.prune_budget,
         winograd=args.winograd,
+        allow_nonfinite_weights=args.allow_nonfinite_weights,
     )
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,

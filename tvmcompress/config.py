@@ -176,6 +176,8 @@ class CompileOptions:
     # Winograd F(4x4)/F(2x2) for 3x3 stride-1 CPU convolutions (faster; their weights grow 4x / 1.78x and float32
     # rounding differs from a direct convolution, ~5e-6 relative). --no-winograd keeps them direct.
     winograd: bool = True
+    # NaN / Inf weights are rejected at import (frontend.check_finite_weights) unless this is set.
+    allow_nonfinite_weights: bool = False
 
     @classmethod
     def create(
@@ -195,6 +197,7 @@ class CompileOptions:
         accuracy_budget: float | None = None,
         prune_budget: float | None = None,
         winograd: bool = True,
+        allow_nonfinite_weights: bool = False,
     ) -> "CompileOptions":
         if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
             raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
@@ -241,6 +244,7 @@ class CompileOptions:
             accuracy_budget=float(accuracy_budget) if accuracy_budget is not None else None,
             prune_budget=float(prune_budget) if prune_budget is not None else None,
             winograd=bool(winograd),
+            allow_nonfinite_weights=bool(allow_nonfinite_weights),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -180,6 +180,51 @@ def _reject_unloaded_external_data(model: onnx.ModelProto, what: str) -> None:
         )
 
 
+def check_finite_weights(model: onnx.ModelProto) -> None:
+    """Raise naming the first float constant (after canonicalize) that would poison the outputs: a NaN anywhere,
+    or an Inf in a weight (an input in _WEIGHT_INPUTS). A NaN or Inf weight makes outputs NaN, which no user
+    wants silently. Inf elsewhere stays allowed: attention masks are built from -inf fill values (torch's SDPA
+    export, ONNX's own Attention function), which constant folding turns into initializers."""
+    weights = {
+        name for graph in all_graphs(model.graph) for node in graph.node
+        for index, name in enumerate(node.input) if index in _WEIGHT_INPUTS.get(node.op_type, ())
+    }
+    for graph in all_graphs(model.graph):
+        for tensor in graph.initializer:
+            is_weight = tensor.name in weights
+            _check_finite(tensor, f"weight '{tensor.name}'" if is_weight else f"constant '{tensor.name}'", is_weight)
+        for node in graph.node:
+            for attr in node.attribute:
+                for tensor in [attr.t] * attr.HasField("t") + list(attr.tensors):
+                    _check_finite(tensor, f"attribute {attr.name} of {node.op_type} node '{node.name or node.output[0]}'",
+                                  inf_is_error=False)
+
+
+def _check_finite(tensor: onnx.TensorProto, what: str, inf_is_error: bool) -> None:
+    if tensor.data_type not in _FLOAT_TYPES:
+        return
+    values = numpy_helper.to_array(tensor)
+    bad = values[~np.isfinite(values)]  # bfloat16 too (ml_dtypes)
+    kind = "NaN" if np.isnan(bad).any() else "Inf" if bad.size and inf_is_error else None
+    if kind is not None:
+        raise TvmcompressError(
+            f"{what} holds {kind} ({bad.size} of {values.size} values are not finite): fix the model, or set "
+            "allow_nonfinite_weights (--allow-nonfinite-weights) to compile it as it is"
+        )
+
+
+_FLOAT_TYPES = frozenset(
+    getattr(onnx.TensorProto, name) for name in ("FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16")
+)
+# The inputs of each op that hold its learned parameters (weights, biases, normalization statistics, scales).
+_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1), "Einsum": tuple(range(8)),
+    "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
+    "GroupNormalization": (1, 2), "RMSNormalization": (1,), "PRelu": (1,), "LSTM": (1, 2, 3), "GRU": (1, 2, 3),
+    "RNN": (1, 2, 3), "DequantizeLinear": (0, 1), "QuantizeLinear": (1,),
+}
+
+
 def _all_tensors(model: onnx.ModelProto):
     # Same as onnx.external_data_helper._get_all_tensors, which is private.
     for graph in all_graphs(model.graph):

@@ -23,6 +23,7 @@ from .data_movement import MaxUnpool, SpaceToDepth, TensorScatter
 from .elementwise import BitShift, Dropout, IsInf, Mod, OneHot, Pow, Swish
 from .float8 import Cast, CastLike
 from .float16_accumulation import Conv, MatMul, ReduceSum, Softmax
+from .indexing import Gather, GatherElements, GatherND, ScatterElements, ScatterND
 from .linear_attention import LinearAttention
 from .form_checks import ConvTranspose, MaxPool, NonMaxSuppression, Resize, RoiAlign
 from .normalization import BatchNormalization, LayerNormalization, LpNormalization, RMSNormalization
@@ -61,6 +62,9 @@ CONVERTERS: dict[str, type] = {
     "DynamicQuantizeLinear": DynamicQuantizeLinear,
     "Elu": Elu,
     "EyeLike": EyeLike,
+    "Gather": Gather,
+    "GatherElements": GatherElements,
+    "GatherND": GatherND,
     "GRU": GRU,
     "HammingWindow": HammingWindow,
     "HannWindow": HannWindow,
@@ -86,6 +90,8 @@ CONVERTERS: dict[str, type] = {
     "RMSNormalization": RMSNormalization,
     "RNN": RNN,
     "RotaryEmbedding": RotaryEmbedding,
+    "ScatterElements": ScatterElements,
+    "ScatterND": ScatterND,
     "ReduceMax": ReduceMax,
     "ReduceMin": ReduceMin,
     "ReduceSum": ReduceSum,

@@ -11,6 +11,7 @@ from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import TvmcompressError
+from .indexing import checked_indices, where_indices
 from .relax_helpers import const, shape_of
 
 R = relax.op
@@ -76,9 +77,13 @@ class TensorScatter(OnnxOpConverter):
         if write is not None:
             start = R.reshape(R.astype(write, "int64"), [cache_shape[0]] + [1] * (rank - 1))
             index = R.add(start, index)
-        if _string(attr.get("mode"), "linear") == "circular":
+        circular = _string(attr.get("mode"), "linear") == "circular"
+        if circular:
             index = R.floor_mod(index, const(cache_shape[axis], "int64"))
         index = bb.normalize(R.broadcast_to(index, update_shape))
+        if write is not None and not circular:  # write_indices + the update's length must stay inside the cache
+            where = where_indices(attr, 2, "write_indices, plus the update's positions", write)
+            index = checked_indices(bb, index, [cache_shape[axis]], where, allow_negative=False)
         return R.scatter_elements(cache, index, update, axis=axis)
 
 

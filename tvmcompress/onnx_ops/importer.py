@@ -15,6 +15,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 from ..onnx_graphs import all_graphs
 from ..sub_byte_io import library_dtype
 from . import ROUTED_PREFIX, converter_for, sub_byte
+from .indexing import GRAPH_INPUTS_KEY
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -23,7 +24,10 @@ class _Importer(ONNXGraphImporter):
     def _convert_operator(self, op_name, inputs, attrs, opset):
         if not op_name.startswith(ROUTED_PREFIX):
             return super()._convert_operator(op_name, inputs, attrs, opset)
-        converter = converter_for(op_name.removeprefix(ROUTED_PREFIX), opset)
+        op_type = op_name.removeprefix(ROUTED_PREFIX)
+        converter = converter_for(op_type, opset)
+        # What a converter's run-time error names (indexing.py): the op and which graph input fed it.
+        attrs["tvm_custom"] = {**attrs.get("tvm_custom", {}), "op_type": op_type, GRAPH_INPUTS_KEY: dict(self._inputs)}
         expr = converter.get_converter(opset)(self.bb, inputs, attrs, [self._nodes, self._params])
         return self.bb.normalize(expr) if isinstance(expr, relax.Expr) else expr
 

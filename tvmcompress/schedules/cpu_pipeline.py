@@ -15,6 +15,7 @@ from .cpu_rules import default_rules
 from .cpu_rules.rule_base import guarded
 from .cpu_rules.packed_compute import legalize_map
 from .int8_rules import Int8DotProduct, make_int8_legalize_map
+from .propagate_nan import PropagateNaN
 from .serial_bf16_constant_stores import SerialBF16ConstantStores
 from .cpu_rules.restore_clip import RestoreScalarMinMax
 from ..passes.fold_channel_affine import FoldChannelAffine
@@ -126,6 +127,8 @@ def cpu_pipeline(target: tvm.target.Target, tuned=None, winograd: bool = True) -
         with target:
             passes = [
                 *cpu_schedule_passes(target, tuned, winograd),
+                # NOTE: after the schedules, whose rules read TIR max/min (restore_clip.py): ONNX's NaN semantics.
+                PropagateNaN(),
                 *cpu_generic.dataflow_lower_passes(target),
                 *cpu_generic.finalize_passes(target),
             ]
