@@ -49,7 +49,10 @@ def _propagating(expr):
         result = tirx.Select(tirx.LT(x, b) if is_max else tirx.GT(x, b), b, x)
     else:
         wins = tirx.GT(x, b) if is_max else tirx.LT(x, b)
-        result = tirx.Select(tirx.isnan(x), x, tirx.Select(wins, x, b))
+        # TVM's isnan takes no bfloat16 (op.cc): test the value widened to float32, which keeps a NaN a NaN.
+        dtype = str(expr.ty)
+        test = tirx.Cast(dtype.replace("bfloat16", "float32"), x) if dtype.startswith("bfloat") else x
+        result = tirx.Select(tirx.isnan(test), x, tirx.Select(wins, x, b))
     return result if bound is None else tirx.Let(bound, a, result)
 
 
