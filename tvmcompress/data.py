@@ -21,6 +21,8 @@ LABEL_KEY = "label"
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of an npz, read eagerly (the file is closed before returning)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise TvmcompressError(f"data file '{path}' is a directory: pass an .npz whose keys are the model's input names")
     if not os.path.isfile(path):
         raise TvmcompressError(f"data file '{path}' does not exist: pass an .npz whose keys are the model's input names")
     try:
