@@ -240,6 +240,10 @@ class Artifact:
             if name not in (LIBRARY_NAME, WEIGHTS_NAME, RELAX_MODULE_NAME):
                 continue  # source_model, inputs: hashes of the build's inputs, not of files here
             path = os.path.join(self.directory, name)
+            if not os.path.isfile(path):  # missing, a directory, or a device (/dev/zero would hash forever)
+                raise TvmcompressError(
+                    f"artifact '{self.directory}' is damaged ({name} is missing or not a regular file): recompile it"
+                )
             try:
                 actual = sha256_file(path)
             except OSError as err:
