@@ -214,7 +214,7 @@ def resolve_preset(spec: str) -> TargetPreset:
     if spec == "host":
         return host_preset()
     if spec == "cuda" or spec.startswith("cuda:"):
-        return cuda_preset(spec.partition(":")[2] or DEFAULT_CUDA_ARCH)
+        return cuda_preset(spec.partition(":")[2] if ":" in spec else DEFAULT_CUDA_ARCH)
     presets = _static_presets()
     for preset in presets.values():
         if spec == preset.name or spec in preset.aliases:

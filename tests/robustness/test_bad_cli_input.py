@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from .bad_input_support import copy_artifact, expect_user_error, good_inputs, tiny_model
 
@@ -134,6 +135,8 @@ def _write_model(kind: str, project: Path) -> Path:
         path.write_bytes(model.SerializeToString())
     elif kind == "external-data-missing":
         model = tiny_model()
+        for index, tensor in enumerate(list(model.graph.initializer)):  # raw_data: what external data holds
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
         onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="w.data",
                   size_threshold=0)
         (project / "w.data").unlink()
