@@ -167,7 +167,8 @@ def _entry_problem(dtype: bytes, ndim: int, shape, offset: int, stored: int, nby
     try:
         name = dtype.rstrip(b"\0").decode("ascii")
         kind = _numpy_dtype(name) if name.isidentifier() else None
-        itemsize = kind.itemsize if kind is not None and (kind.kind in "biuf" or name == "bfloat16") else 0
+        numeric = kind is not None and (kind.kind in "biuf" or kind.type.__module__.startswith("ml_dtypes"))
+        itemsize = kind.itemsize if numeric else 0
     except (UnicodeDecodeError, TypeError, AttributeError):
         itemsize = 0
     if itemsize == 0:
