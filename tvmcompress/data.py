@@ -151,9 +151,10 @@ def validate_values(data: dict[str, np.ndarray], inputs: Sequence, *, source: st
                 f"{source}: sample {sample} of input '{spec.name}' holds {what} (at {index}): calibration and "
                 "evaluation need finite data; fix or drop that sample"
             )
-        magnitude = np.abs(array.astype(np.float64, copy=False))
-        flat = int(np.argmax(magnitude.reshape(-1)))
-        if magnitude.reshape(-1)[flat] > MAX_PLAUSIBLE_MAGNITUDE:
+        # min and max, not abs(): no copy of what may be a large calibration set.
+        low, high = float(array.min()), float(array.max())
+        if max(-low, high) > MAX_PLAUSIBLE_MAGNITUDE:
+            flat = int(np.argmin(array.reshape(-1)) if -low > high else np.argmax(array.reshape(-1)))
             sample, index = _sample_of(flat, array, batch)
             raise TvmcompressError(
                 f"{source}: sample {sample} of input '{spec.name}' holds {float(array.reshape(-1)[flat]):.3g} (at "
