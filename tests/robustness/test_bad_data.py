@@ -212,3 +212,23 @@ def test_calibrating_on_good_data_writes_a_strict_json_manifest(project, capsys)
 
     manifest = json.loads((out / "manifest.json").read_text(), parse_constant=refuse)
     assert math.isfinite(manifest["quantization"]["eval"]["int8_sqnr_db"])
+
+
+def test_data_that_overflows_the_float_model_is_refused_with_its_sample(tmp_path, capsys):
+    """Finite, plausible-looking inputs can still overflow the float model's own activations (exp(100) is Inf
+    in float32): calibration checks what the model computes from them, and names the sample."""
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W", TensorProto.FLOAT, [8, 4], np.linspace(-1, 1, 32).astype(np.float32).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("MatMul", ["e", "W"], ["y"])], "exp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    x = good_inputs(N)
+    x[7, 1] = 100.0  # sample 3: exp(100) overflows float32
+    np.savez(tmp_path / "calib.npz", x=x)
+    out = tmp_path / "out"
+    expect_user_error(["compile", tmp_path / "m.onnx", "-o", out, "--quantize", "int8", "--calibration",
+                       tmp_path / "calib.npz"], capsys, tmp_path, out, "calibration sample 3", "not finite")
