@@ -105,7 +105,16 @@ def run_instrumented(
             )
         args = [tvm.runtime.tensor(np.ascontiguousarray(item[name])) for name in input_names]
         results = vm["main"](*args)
-        yield [value.numpy() for value in list(results)[1:]]
+        values = [value.numpy() for value in list(results)[1:]]
+        # The float model's own activations on the data: finite inputs can still overflow (x1e15 squared in a
+        # norm layer), and a NaN/Inf range would quantize every real activation to nothing.
+        for name, value in zip(points, values):
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise TvmcompressError(
+                    f"{what} sample {count}: the float model's activation '{name}' is not finite (NaN/Inf) on it: "
+                    "the data is out of the range the model works in; check its scale"
+                )
+        yield values
         count += 1
         now = time.perf_counter()
         if now - last_report >= _PROGRESS_EVERY_S:

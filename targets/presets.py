@@ -158,7 +158,9 @@ def host_preset() -> TargetPreset:
 
 
 def cuda_preset(arch: str = DEFAULT_CUDA_ARCH) -> TargetPreset:
-    if not (arch.startswith("sm_") and arch[3:].isdigit()):
+    # Two digits at least (major, minor: TVM's nvcc helper raises on "sm_1"), and sm_50 or newer (the oldest
+    # that CUDA 12's nvcc compiles for).
+    if not (arch.startswith("sm_") and arch[3:].isdigit() and len(arch) >= 5 and int(arch[3:]) >= 50):
         raise TvmcompressError(f"bad CUDA arch '{arch}': use the form cuda:sm_80 (sm_75, sm_86, sm_90, ...)")
     return TargetPreset(
         f"cuda:{arch}" if arch != DEFAULT_CUDA_ARCH else "cuda",
@@ -215,7 +217,7 @@ def resolve_preset(spec: str) -> TargetPreset:
     if spec == "host":
         return host_preset()
     if spec == "cuda" or spec.startswith("cuda:"):
-        return cuda_preset(spec.partition(":")[2] or DEFAULT_CUDA_ARCH)
+        return cuda_preset(spec.partition(":")[2] if ":" in spec else DEFAULT_CUDA_ARCH)
     presets = _static_presets()
     for preset in presets.values():
         if spec == preset.name or spec in preset.aliases:

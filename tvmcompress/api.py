@@ -131,6 +131,12 @@ def _compile_fresh(
     if not options.allow_nonfinite_weights:
         frontend.check_finite_weights(canonical)
     inputs, outputs = frontend.model_io(canonical)
+    # The calibration .npz is read and checked once, when the first step that uses it asks for it: here,
+    # before the import, so that bad data fails in a second rather than after the model is imported.
+    calibration = functools.cache(lambda: _calibration_batches(options.calibration, inputs))
+    calibration()
+    if options.eval_data:
+        _eval_data(options.eval_data, inputs)  # the same early check; its steps read it again
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))
     mod = frontend.import_to_relax(canonical)
     # NOTE: pruning before quantization: channel removal and reconstruction work on float weights, and
@@ -138,8 +144,6 @@ def _compile_fresh(
     from . import weight_compression
 
     mod = weight_compression.fold_affine(mod, options)  # NOTE: before pruning: magnitudes as the layer scales them
-    # The calibration .npz is read and checked once, when the first step that uses it asks for it.
-    calibration = functools.cache(lambda: _calibration_batches(options.calibration, inputs))
     mod, pruning = _prune(mod, options, inputs, calibration)
     pruned = mod
     mod, clustering = weight_compression.cluster(
@@ -233,6 +237,10 @@ def _compile_fresh(
                     **({"eval_data": sha256_file(options.eval_data)} if options.eval_data else {}),
                 },
                 LIBRARY_NAME: sha256_file(library),
+                # Checked with model.so's on every load (Artifact.verify_files): a damaged weights file or
+                # Relax module is refused in one line before anything reads it.
+                **{name: sha256_file(writer.path(name)) for name in (WEIGHTS_NAME, RELAX_MODULE_NAME)
+                   if os.path.isfile(writer.path(name))},
             },
             "verification": verification,
             "build_seconds": round(time.perf_counter() - start, 3),
@@ -288,10 +296,11 @@ def _calibration_batches(path: str | None, inputs) -> list | None:
     without one."""
     if not path:
         return None
-    from .data import iterate_batches, load_npz, validate_inputs
+    from .data import iterate_batches, load_npz, validate_inputs, validate_values
 
     arrays = load_npz(path)
     validate_inputs(arrays, inputs, source=f"calibration file {path}")
+    validate_values(arrays, inputs, source=f"calibration file {path}")
     return list(iterate_batches(arrays, inputs))
 
 
@@ -381,11 +390,12 @@ def _quantize(
 
 def _eval_data(path: str, inputs):
     """The eval .npz as quant_analysis.EvalData (model calls + optional labels)."""
-    from .data import LABEL_KEY, iterate_batches, load_npz, validate_inputs
+    from .data import LABEL_KEY, iterate_batches, load_npz, validate_inputs, validate_values
     from .quant_analysis import EvalData
 
     arrays = load_npz(path)
     validate_inputs(arrays, inputs, source=f"eval data file {path}")
+    validate_values(arrays, inputs, source=f"eval data file {path}")
     labels = arrays.pop(LABEL_KEY, None)
     return EvalData(tuple(iterate_batches(arrays, inputs)), labels)
 

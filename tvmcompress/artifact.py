@@ -52,9 +52,11 @@ def sha256_file(path: str) -> str:
 
 def write_json(path: str, data: Any) -> None:
     # sort_keys + fixed separators: the same data always gives the same bytes (determinism promise).
+    # allow_nan=False: a bare NaN/Infinity is not JSON (other readers reject the file); every number we record
+    # must be finite, so one that is not is our bug, raised before anything is written.
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 # Everything `compile` writes at OUT. A directory holding manifest.json with our schema key and nothing but these
@@ -382,6 +384,89 @@ class IOSpec:
         return {**data, "library_dtype": self.library_dtype} if self.library_dtype else data
 
 
+def _refuse_json_constant(name: str) -> Any:
+    raise ValueError(f"bare {name} is not JSON")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _io_problem(entry: Any, where: str) -> str | None:
+    if not isinstance(entry, dict):
+        return f"{where} is not an object"
+    if not isinstance(entry.get("name"), str) or not isinstance(entry.get("dtype"), str):
+        return f"{where} lacks a name or dtype string"
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < 1 << 40 for d in shape) or len(shape) > 32:
+        return f"{where} has shape {shape!r}, not a list of sizes"
+    library_dtype = entry.get("library_dtype")
+    if library_dtype is not None and not isinstance(library_dtype, str):
+        return f"{where} has library_dtype {library_dtype!r}"
+    for dtype in (entry["dtype"], library_dtype):
+        if dtype and not _known_dtype(dtype):
+            return f"{where} has unknown dtype {dtype!r}"
+    return None
+
+
+def _known_dtype(name: str) -> bool:
+    """A dtype a model's input or output can have: numpy's numbers, ml_dtypes' (bfloat16, float8_*) and ours."""
+    import numpy as np
+
+    from .sub_byte_io import LIBRARY_DTYPES
+
+    if name in LIBRARY_DTYPES:
+        return True
+    try:
+        if np.dtype(name).kind in "biuf" and name == np.dtype(name).name:
+            return True
+    except TypeError:
+        pass
+    import ml_dtypes
+
+    kind = getattr(ml_dtypes, name, None)
+    return isinstance(kind, type) and issubclass(kind, np.generic)
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the structure of a loaded manifest (a short phrase), or None.
+
+    Checks what loading, running, inspecting and exporting read, so that a damaged manifest gives one line
+    instead of a KeyError or TypeError deep inside them."""
+    for key, kind in (("inputs", list), ("outputs", list), ("target", dict), ("hashes", dict), ("sizes", dict),
+                      ("versions", dict), ("build_seconds", (int, float))):
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            return f"'{key}' is missing or not a {kind.__name__ if isinstance(kind, type) else 'number'}"
+    for group in ("inputs", "outputs"):
+        for index, entry in enumerate(manifest[group]):
+            problem = _io_problem(entry, f"{group}[{index}]")
+            if problem:
+                return problem
+    target = manifest["target"]
+    for key in ("preset", "arch", "runner"):
+        if not isinstance(target.get(key), str):
+            return f"target.{key} is missing or not a string"
+    if not isinstance(target.get("requires", []), list) or not isinstance(target.get("json", {}), dict):
+        return "target.requires or target.json has the wrong type"
+    if not _is_int(target.get("json", {}).get("num-cores", 0) or 0):
+        return "target.json.num-cores is not an integer"
+    library_hash = manifest["hashes"].get(LIBRARY_NAME)
+    if not isinstance(library_hash, str) or len(library_hash) != 64:
+        return f"no sha256 recorded for {LIBRARY_NAME}"
+    for name in (WEIGHTS_NAME, RELAX_MODULE_NAME):
+        if not isinstance(manifest["hashes"].get(name, ""), str):
+            return f"the sha256 of {name} is not a string"
+    if not isinstance(manifest.get("separate_weights", False), bool):
+        return "'separate_weights' is not true or false"
+    for key, value in manifest["sizes"].items():
+        if key != "weights_breakdown" and value is not None and not _is_int(value):
+            return f"sizes.{key} is not an integer"
+    memory = manifest.get("memory")
+    if memory is not None and (not isinstance(memory, dict) or not all(_is_int(v) or v is None for v in memory.values())):
+        return "'memory' is not an object of byte counts"
+    return None
+
+
 class Artifact:
     """A compiled model directory. `run` executes it the way its target allows on this machine."""
 
@@ -394,18 +479,52 @@ class Artifact:
             )
         try:
             with open(manifest_path, encoding="utf-8") as f:
-                self.manifest: dict[str, Any] = json.load(f)
-        except (OSError, json.JSONDecodeError) as err:
-            raise TvmcompressError(f"cannot read {manifest_path} ({err}): recompile the artifact") from None
+                self.manifest: dict[str, Any] = json.load(f, parse_constant=_refuse_json_constant)
+        except OSError as err:
+            raise TvmcompressError(f"cannot read {manifest_path} ({err.strerror}): recompile the artifact") from None
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, invalid UTF-8, NaN, nesting too deep
+            raise TvmcompressError(f"artifact '{directory}' is damaged ({MANIFEST_NAME}: {err}): recompile it") from None
+        if not isinstance(self.manifest, dict):
+            raise TvmcompressError(f"artifact '{directory}' is damaged ({MANIFEST_NAME} is not an object): recompile it")
         if self.manifest.get("schema_version") != SCHEMA_VERSION:
             raise TvmcompressError(
-                f"artifact schema {self.manifest.get('schema_version')} is not {SCHEMA_VERSION}: recompile it with this tvmcompress"
+                f"artifact schema {self.manifest.get('schema_version')!r} is not {SCHEMA_VERSION}: recompile it with this tvmcompress"
             )
+        problem = manifest_problem(self.manifest)
+        if problem:
+            raise TvmcompressError(f"artifact '{directory}' is damaged ({MANIFEST_NAME}: {problem}): recompile it")
         self.inputs = [IOSpec.from_json(d) for d in self.manifest["inputs"]]
         self.outputs = [IOSpec.from_json(d) for d in self.manifest["outputs"]]
+        self.verify_files()
         self._session = None
         self._weight_arrays: list[np.ndarray] | None = None
         self.cache_hit = False  # set by api.compile when the artifact came from the --cache-dir cache
+
+    def verify_files(self) -> None:
+        """Check model.so (and weights.bin, relax_module.json where recorded) against the manifest's sha256.
+
+        Why before anything loads: model.so is native code dlopen()ed into this process. A truncated one dies
+        with SIGBUS, flipped bytes with SIGSEGV, and one planted in a shared cache runs as the user; the hash
+        the build recorded is the trust anchor (the manifest itself is trusted: it is what a build wrote)."""
+        for name, expected in self.manifest["hashes"].items():
+            if name not in (LIBRARY_NAME, WEIGHTS_NAME, RELAX_MODULE_NAME):
+                continue  # source_model, inputs: hashes of the build's inputs, not of files here
+            path = os.path.join(self.directory, name)
+            if not os.path.isfile(path):  # missing, a directory, or a device (/dev/zero would hash forever)
+                raise TvmcompressError(
+                    f"artifact '{self.directory}' is damaged ({name} is missing or not a regular file): recompile it"
+                )
+            try:
+                actual = sha256_file(path)
+            except OSError as err:
+                raise TvmcompressError(
+                    f"artifact '{self.directory}' is damaged (cannot read {name}: {err.strerror}): recompile it"
+                ) from None
+            if actual != expected:
+                raise TvmcompressError(
+                    f"artifact '{self.directory}' is damaged or was modified ({name} does not match the sha256 its "
+                    "manifest records; not loading it): recompile it"
+                )
 
     @property
     def library_path(self) -> str:

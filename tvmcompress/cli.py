@@ -395,6 +395,8 @@ def _cmd_run(args) -> int:
     from .sub_byte_io import storable
 
     artifact = api.load(args.artifact)
+    if args.output:
+        _check_npz_output(args.output)
     # .npz files cannot hold sub-byte types (int4, ...): their outputs are written in their library dtype.
     outputs = {name: storable(value) for name, value in artifact.run_batches(load_npz(args.inputs)).items()}
     if args.output:
@@ -406,14 +408,30 @@ def _cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _write_npz_atomically(path: str, arrays: dict[str, Any], np) -> None:
+def _check_npz_output(path: str) -> None:
+    """Fail before running the model if --output cannot become a file."""
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+    if os.path.isdir(path):
+        raise TvmcompressError(f"--output '{path}' is a directory: give a file path such as {os.path.join(path, 'out.npz')}")
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
         raise TvmcompressError(f"cannot write '{path}': its directory is missing or not writable")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+
+
+def _write_npz_atomically(path: str, arrays: dict[str, Any], np) -> None:
+    import tempfile
+
+    _check_npz_output(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as err:
+        os.unlink(tmp)
+        raise TvmcompressError(f"cannot write '{path}': {err.strerror}") from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _cmd_inspect(args) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -101,7 +102,7 @@ class TuneConfig:
             raise TvmcompressError("tuning needs --tune-trials, --tune-minutes or --tuning-db")
         if self.trials is not None and self.trials < 1:
             raise TvmcompressError(f"--tune-trials must be at least 1, got {self.trials}")
-        if self.minutes is not None and self.minutes <= 0:
+        if self.minutes is not None and not 0 < self.minutes < float("inf"):  # also NaN
             raise TvmcompressError(f"--tune-minutes must be positive, got {self.minutes}")
         if self.min_speedup < 1.0:
             raise TvmcompressError(f"min_speedup must be at least 1.0, got {self.min_speedup}")
@@ -142,8 +143,8 @@ def parse_bytes(text: str, flag: str) -> int:
         value = float(number) * units[unit]
     except ValueError:
         raise TvmcompressError(f"bad {flag} '{text}': use a number of bytes such as 262144, 256K or 4M") from None
-    if value < 1:
-        raise TvmcompressError(f"{flag} must be a positive number of bytes, got '{text}'")
+    if not value >= 1 or value == float("inf"):  # `not >=`: NaN compares false both ways
+        raise TvmcompressError(f"{flag} must be a positive, finite number of bytes, got '{text}'")
     return int(value)
 
 
@@ -277,6 +278,8 @@ def parse_const_input(text: str) -> tuple[str, Any]:
         if not sep or not name:
             raise ValueError
         values = [number(t) for t in raw.split(",")]
+        if not all(math.isfinite(v) for v in values):  # a NaN constant would be folded through the whole model
+            raise ValueError
     except ValueError:
         raise TvmcompressError(f"bad --const-input '{text}': use NAME=VALUE or NAME=V1,V2 with numbers") from None
     return name, values[0] if len(values) == 1 else tuple(values)

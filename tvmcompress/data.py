@@ -21,13 +21,24 @@ LABEL_KEY = "label"
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of an npz, read eagerly (the file is closed before returning)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise TvmcompressError(f"data file '{path}' is a directory: pass an .npz whose keys are the model's input names")
     if not os.path.isfile(path):
         raise TvmcompressError(f"data file '{path}' does not exist: pass an .npz whose keys are the model's input names")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy holds one array, without its input name
+            raise TvmcompressError(
+                f"'{path}' is a .npy file (one unnamed array): write an .npz with numpy.savez(path, <input name>=array)"
+            )
+        with loaded as data:
+            arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as err:
         raise TvmcompressError(f"'{path}' is not a readable .npz file ({err}): write it with numpy.savez") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not a .npy: NpzFile hands back its bytes
+            raise TvmcompressError(f"'{path}' member '{key}' is not a numpy array: write the file with numpy.savez")
+    return arrays
 
 
 def _check_names(keys: set[str], expected: dict, source: str, note: str) -> None:
@@ -97,6 +108,67 @@ def validate_call(data: dict[str, np.ndarray], inputs: Sequence, *, source: str)
         _check_dtype(name, array, spec, source)
         if tuple(array.shape) != tuple(spec.shape):
             raise TvmcompressError(f"{source}: input '{name}' has shape {list(array.shape)}, the model expects {list(spec.shape)}")
+
+
+# Why this bound: a float32 value above sqrt(FLT_MAX) ~ 1.8e19 overflows to Inf as soon as the model squares it
+# (variance in a norm layer, an L2 norm, a softmax's exp far sooner), and calibration ranges from it round every
+# real activation to 0 (the audit's x1e30 data gave chance accuracy). No sensor, pixel or feature comes near it:
+# such data was scaled by mistake.
+MAX_PLAUSIBLE_MAGNITUDE = 1.8e19
+
+
+def _sample_of(flat_index: int, array: np.ndarray, batch: int) -> tuple[int, list[int]]:
+    """(model call, element index within that call) of a flat index into a stacked array."""
+    where = [int(i) for i in np.unravel_index(flat_index, array.shape)]
+    return where[0] // batch, [where[0] % batch, *where[1:]]
+
+
+def validate_values(data: dict[str, np.ndarray], inputs: Sequence, *, source: str) -> None:
+    """Check the values of stacked calibration or eval data (call `validate_inputs` first): every float input
+    finite and within MAX_PLAUSIBLE_MAGNITUDE, and not every float input one constant (all-zero data).
+
+    A compressed model's quantization ranges and accuracy checks are measured on this data, so bad values give
+    a broken model with no error; the message names the sample (model call) and the input.
+    """
+    labels = data.get(LABEL_KEY)
+    if labels is not None and labels.dtype.kind not in "iu":
+        raise TvmcompressError(
+            f"{source}: '{LABEL_KEY}' has dtype {labels.dtype}: give class indices as integers (.astype('int64'))"
+        )
+    varying, constant = [], []
+    for spec in inputs:
+        array = data[spec.name]
+        if array.dtype.kind != "f" or not array.size:
+            continue
+        batch = spec.shape[0] if tuple(spec.shape) else 1
+        finite = np.isfinite(array)
+        if not finite.all():
+            flat = int(np.argmin(finite.reshape(-1)))
+            value = array.reshape(-1)[flat]
+            sample, index = _sample_of(flat, array, batch)
+            what = "NaN" if np.isnan(value) else "Inf" if value > 0 else "-Inf"
+            raise TvmcompressError(
+                f"{source}: sample {sample} of input '{spec.name}' holds {what} (at {index}): calibration and "
+                "evaluation need finite data; fix or drop that sample"
+            )
+        # min and max, not abs(): no copy of what may be a large calibration set.
+        low, high = float(array.min()), float(array.max())
+        if max(-low, high) > MAX_PLAUSIBLE_MAGNITUDE:
+            flat = int(np.argmin(array.reshape(-1)) if -low > high else np.argmax(array.reshape(-1)))
+            sample, index = _sample_of(flat, array, batch)
+            raise TvmcompressError(
+                f"{source}: sample {sample} of input '{spec.name}' holds {float(array.reshape(-1)[flat]):.3g} (at "
+                f"{index}), beyond any plausible input (|x| <= {MAX_PLAUSIBLE_MAGNITUDE:.2g}): the data was "
+                "scaled by mistake; give it as the model sees it in use"
+            )
+        first = array.reshape(-1)[0]
+        (constant if bool(np.all(array == first)) else varying).append((spec.name, float(first)))
+    if constant and not varying:
+        name, value = constant[0]
+        raise TvmcompressError(
+            f"{source}: input '{name}' is {value:g} in every sample (constant data): quantization ranges and "
+            "accuracy measured on it mean nothing; give real samples of what the model sees in use"
+        )
 
 
 def iterate_batches(data: dict[str, np.ndarray], inputs: Sequence) -> Iterator[dict[str, np.ndarray]]:

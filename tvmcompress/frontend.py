@@ -120,10 +120,32 @@ def load_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> onnx.Mode
         raise TvmcompressError(
             f"cannot load a model from a {type(source).__name__}: pass a path, bytes or an onnx.ModelProto"
         )
+    _check_utf8(model, what)
     _check_model(model, what)
     model = _upgrade_old_opset(model, what)
     _check_opset(model, what)
     return model
+
+
+def _check_utf8(message, what: str, path: str = "model") -> None:
+    """Every `string` field of the model is valid UTF-8. ONNX's proto2 schema does not enforce it, and
+    protobuf's upb backend then hands the field over as `bytes`, which breaks every name lookup and the manifest."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_STRING:
+            for item in values:
+                if isinstance(item, bytes):
+                    raise TvmcompressError(
+                        f"{what} holds a string that is not valid UTF-8 ({path}.{field.name} = {item[:40]!r}): "
+                        "rename it in the exporter, or fix the model with onnx's Python API"
+                    )
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(values):
+                name = getattr(item, "name", "") if hasattr(item, "name") else ""
+                where = f"{path}.{field.name}[{name if isinstance(name, str) and name else index}]"
+                _check_utf8(item, what, where)
 
 
 def _parse_model_bytes(data: bytes, what: str) -> onnx.ModelProto:

@@ -56,12 +56,26 @@ class EvalData:
             raise TvmcompressError("eval data is empty: give at least one sample")
 
 
+# The SQNR floor: reported for outputs that are NaN/Inf where fp32's are finite (JSON has no -infinity either).
+_SQNR_LIMIT_DB = 300.0
+
+
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """10 log10(|ref|^2 / |ref - test|^2); equal tensors give a large finite number (JSON has no infinity)."""
     reference = np.asarray(reference, np.float64)
+    if not np.isfinite(reference).all():
+        raise TvmcompressError(
+            "the float model's outputs on the eval data are not finite (NaN/Inf): check the data and the weights"
+        )
     noise = float(np.sum((reference - np.asarray(test, np.float64)) ** 2))
     signal = float(np.sum(reference**2))
-    return round(10.0 * math.log10((signal + 1e-30) / (noise + 1e-30)), 2)
+    return _sqnr_from_energies(signal, noise)
+
+
+def _sqnr_from_energies(signal: float, noise: float) -> float:
+    if not (math.isfinite(signal) and math.isfinite(noise)):  # NaN/Inf outputs: as bad as it gets, and JSON-safe
+        return -_SQNR_LIMIT_DB
+    return max(-_SQNR_LIMIT_DB, round(10.0 * math.log10((signal + 1e-30) / (noise + 1e-30)), 2))
 
 
 def _host_target() -> tvm.target.Target:
@@ -214,7 +228,7 @@ def _analyze_layer(prepared, layers: list[Layer], layer: Layer, index: int, tabl
         "name": layer.name,
         "binding": layer.binding,
         "op": layer.op,
-        "sqnr_db": round(10.0 * math.log10((signal + 1e-30) / (noise + 1e-30)), 2),
+        "sqnr_db": _sqnr_from_energies(signal, noise),
         "metric": metric["value"],
         "metric_drop": round(reference.metric["value"] - metric["value"], 3),
         "output_sqnr_db": metric["sqnr_db"],

@@ -32,6 +32,8 @@ RANS_L = 1 << 23
 _HEADER = struct.Struct("<4sBBBBQ")  # magic, version, element size, layout, reserved, decoded length
 _LAYOUT_PLANES, _LAYOUT_PALETTE = 0, 1
 _METHOD_STORED, _METHOD_RANS = 0, 1
+# decode()'s bound on the decoded size when the caller gives none (weights files give each tensor's own).
+DEFAULT_MAX_SIZE = 1 << 30
 # A plane whose order-0 entropy promises less than this saving is stored without running the coder.
 _MIN_GAIN = 0.02
 
@@ -158,12 +160,19 @@ def _decode_plane(view: memoryview, pos: int, count: int) -> tuple[np.ndarray, i
     if method != _METHOD_RANS:
         raise CodecError(f"unknown plane method {method}")
     (n,) = struct.unpack_from("<H", view, pos)
+    if n == 0 or n > 256:
+        raise CodecError(f"rANS table of {n} symbols")
     freq = np.zeros(256, np.int64)
+    previous = -1
     for i in range(n):
         symbol, f = struct.unpack_from("<BH", view, pos + 2 + 3 * i)
-        freq[symbol] = f
+        # The table lists each present symbol once, in ascending order, with a nonzero frequency (as the encoder
+        # writes it and the C decoder requires): anything else would decode differently in the two.
+        if symbol <= previous or f == 0:
+            raise CodecError("rANS table not ascending or with a zero frequency")
+        freq[symbol], previous = f, symbol
     pos += 2 + 3 * n
-    if n == 0 or freq.sum() != PROB_SCALE:
+    if freq.sum() != PROB_SCALE:
         raise CodecError("rANS frequencies do not sum to 2^14")
     (m,) = struct.unpack_from("<I", view, pos)
     pos += 4
@@ -172,18 +181,28 @@ def _decode_plane(view: memoryview, pos: int, count: int) -> tuple[np.ndarray, i
     return np.frombuffer(_decode_rans(view[pos : pos + m], freq, count), np.uint8), pos + m
 
 
-def decode(blob: bytes) -> bytes:
-    """The bytes a TVCW blob encodes. Raises CodecError on a corrupt or foreign blob."""
+def decode(blob: bytes, max_size: int | None = None) -> bytes:
+    """The bytes a TVCW blob encodes. Raises CodecError on a corrupt or foreign blob.
+
+    `max_size`: the most bytes the caller expects (a weights file entry's decoded size), like the C decoder's
+    capacity; None allows DEFAULT_MAX_SIZE. A blob whose header declares more is refused before any
+    allocation: a constant plane decodes any length from 9 bytes, so the blob's own size bounds nothing.
+    """
     view = memoryview(blob)
     length = decoded_size(blob)
+    limit = DEFAULT_MAX_SIZE if max_size is None else max_size
+    if length > limit:
+        raise CodecError(f"the blob declares {length} decoded bytes, more than the {limit} expected")
     element_size, layout = blob[5], blob[6]
     count, pos = length // element_size, _HEADER.size
     try:
         if layout == _LAYOUT_PALETTE:
             (n,) = struct.unpack_from("<H", view, pos)
-            palette = np.frombuffer(view[pos + 2 : pos + 2 + n * element_size], np.uint8).reshape(-1, element_size)
-            if len(palette) != n or n == 0:
+            if n == 0 or n > 256:
+                raise CodecError(f"palette of {n} elements")
+            if len(view) - (pos + 2) < n * element_size:
                 raise CodecError("palette truncated")
+            palette = np.frombuffer(view[pos + 2 : pos + 2 + n * element_size], np.uint8).reshape(n, element_size)
             indices, pos = _decode_plane(view, pos + 2 + n * element_size, count)
             if count and int(indices.max()) >= n:
                 raise CodecError("palette index out of range")

@@ -87,7 +87,7 @@ def decode(codec: str, stored: bytes, nbytes: int, path: str = "weights file") -
         from . import weight_codec
 
         try:
-            decoded = weight_codec.decode(stored)
+            decoded = weight_codec.decode(stored, max_size=nbytes)
         except weight_codec.CodecError as err:
             raise TvmcompressError(f"{path} is damaged ({err}): recompile") from None
         if len(decoded) != nbytes:
@@ -136,8 +136,9 @@ def read_header(path: str | os.PathLike) -> tuple[str, list[WeightEntry]]:
             _, version, count, _alignment, _, codec = _HEADER.unpack(head)
             if version != VERSION:
                 raise TvmcompressError(f"{path} has weights format {version}, not {VERSION}: recompile the model")
-            table = f.read(_ENTRY.size * count)
             size = os.fstat(f.fileno()).st_size
+            # Bound the read by the file: a damaged count must not ask for gigabytes.
+            table = f.read(min(_ENTRY.size * count, size))
     except OSError as err:
         raise TvmcompressError(f"cannot read weights file {path}: {err.strerror}") from None
     if len(table) != _ENTRY.size * count:
@@ -146,10 +147,38 @@ def read_header(path: str | os.PathLike) -> tuple[str, list[WeightEntry]]:
     for index in range(count):
         dtype, ndim, _, *rest = _ENTRY.unpack_from(table, index * _ENTRY.size)
         shape, (offset, stored, nbytes) = rest[:MAX_NDIM], rest[MAX_NDIM:]
-        if ndim > MAX_NDIM or offset + stored > size:
-            raise TvmcompressError(f"{path} is damaged (entry {index}): recompile the model")
+        problem = _entry_problem(dtype, ndim, shape, offset, stored, nbytes, size)
+        if problem:
+            raise TvmcompressError(f"{path} is damaged (entry {index}: {problem}): recompile the model")
         entries.append(WeightEntry(dtype.rstrip(b"\0").decode(), tuple(shape[:ndim]), offset, stored, nbytes))
-    return codec.rstrip(b"\0").decode(), entries
+    try:
+        return codec.rstrip(b"\0").decode("ascii"), entries
+    except UnicodeDecodeError:
+        raise TvmcompressError(f"{path} is damaged (its codec name is not ASCII): recompile the model") from None
+
+
+def _entry_problem(dtype: bytes, ndim: int, shape, offset: int, stored: int, nbytes: int, size: int) -> str | None:
+    """What makes a table entry impossible to read, or None: every field is checked against the file before
+    any allocation depends on it."""
+    if ndim > MAX_NDIM or any(d < 0 for d in shape[:ndim]):
+        return f"{ndim} dims of shape {list(shape[:ndim])}"
+    if offset + stored > size:
+        return "data past the end of the file"
+    try:
+        name = dtype.rstrip(b"\0").decode("ascii")
+        kind = _numpy_dtype(name) if name.isidentifier() else None
+        numeric = kind is not None and (kind.kind in "biuf" or kind.type.__module__.startswith("ml_dtypes"))
+        itemsize = kind.itemsize if numeric else 0
+    except (UnicodeDecodeError, TypeError, AttributeError):
+        itemsize = 0
+    if itemsize == 0:
+        return f"unknown dtype {dtype.rstrip(bytes(1))!r}"
+    count = 1
+    for d in shape[:ndim]:
+        count *= d
+    if count * itemsize != nbytes:
+        return f"{nbytes} bytes for shape {list(shape[:ndim])}"
+    return None
 
 
 def read(path: str | os.PathLike) -> list[np.ndarray]:

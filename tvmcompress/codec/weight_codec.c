@@ -40,7 +40,9 @@ static int64_t decode_rans_plane(const uint8_t* src, size_t avail, uint8_t* dst,
   for (uint32_t i = 0; i < n; ++i) {
     symbols[i] = src[pos];
     freq[i] = read_u16(src + pos + 1);
-    if (freq[i] == 0) return TVCW_ERR_FORMAT;
+    /* Each symbol once, ascending, nonzero frequency: as the encoder writes the table. The Python decoder
+     * requires the same, so both accept exactly the same blobs. */
+    if (freq[i] == 0 || (i > 0 && symbols[i] <= symbols[i - 1])) return TVCW_ERR_FORMAT;
     cum[i + 1] = cum[i] + freq[i];
     pos += 3;
   }
