@@ -42,6 +42,16 @@ def _add_shape_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_verify_flags(parser: argparse.ArgumentParser) -> None:
+    v = parser.add_argument_group("verification (against ONNX Runtime on the source model)")
+    v.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="do not run the build against ONNX Runtime (the manifest says verification: none)")
+    v.add_argument("--min-sqnr", type=float, metavar="DB",
+                   help="quality floor of compressed builds: each output's SQNR against the float model in dB "
+                        "(default 10); static int8 below it returns its most sensitive layers to float, "
+                        "others fail")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     # --debug, -q and -v are global: main() takes them out of argv wherever they stand (argparse subparsers would
     # otherwise reset a flag given before the subcommand). They are declared here for --help only.
@@ -107,6 +117,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep 3x3 convolutions direct on CPU: Winograd's transformed weights take 1.8-4x the bytes of those "
              "layers, and its float32 rounding differs from a direct convolution (~5e-6 relative)",
     )
+    _add_verify_flags(p)
     p.add_argument(
         "--separate-weights", action="store_true",
         help="write the weights to OUT/weights.bin, loaded at run time, instead of embedding them in model.so",
@@ -206,6 +217,8 @@ def _cmd_compile(args) -> int:
         accuracy_budget=args.accuracy_budget,
         prune_budget=args.prune_budget,
         winograd=args.winograd,
+        verify=args.verify,
+        min_sqnr=args.min_sqnr,
     )
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
