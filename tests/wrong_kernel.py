@@ -27,6 +27,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 import tvmcompress.build as build
 from tvmcompress.cli import main
 
+ONLY_WITH_WINOGRAD = {only_with_winograd}
+
 
 @mutator
 class _SigmoidToTanh(PyExprMutator):
@@ -51,6 +53,8 @@ _original = build.relax_pipeline_for
 
 def _patched(target, tuned=None, winograd=True):
     pipeline, name = _original(target, tuned, winograd)
+    if ONLY_WITH_WINOGRAD and not winograd:
+        return pipeline, name
     return tvm.transform.Sequential([wrong_kernel, pipeline]), name
 
 
@@ -59,11 +63,12 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def write_cli(directory) -> list[str]:
-    """The command (argv prefix) of the CLI with the wrong kernel injected."""
+def write_cli(directory, only_with_winograd: bool = False) -> list[str]:
+    """The command (argv prefix) of the CLI with the wrong kernel injected; `only_with_winograd`: only into
+    builds with Winograd on, as a fault in the Winograd convolutions' fusion would be."""
     path = os.path.join(os.fspath(directory), "tvmcompress_wrong_kernel.py")
     with open(path, "w", encoding="utf-8") as f:
-        f.write(_SCRIPT)
+        f.write(_SCRIPT.replace("{only_with_winograd}", repr(bool(only_with_winograd))))
     return [sys.executable, path]
 
 
