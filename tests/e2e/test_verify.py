@@ -55,6 +55,7 @@ def test_injected_wrong_kernel_fails_the_compile_with_exit_2_and_nothing_written
     assert sorted(os.listdir(tmp_path)) == ["gated.onnx", "tvmcompress_wrong_kernel.py"]  # no temp dir left
 
 
+@pytest.mark.slow  # two more subprocess compiles; the test above is the acceptance check
 def test_injected_wrong_kernel_leaves_an_existing_output_untouched_and_no_verify_lets_it_through(tmp_path):
     model = tmp_path / "gated.onnx"
     onnx.save(wrong_kernel.gated_model(), model)
@@ -116,6 +117,7 @@ def test_compressed_build_below_min_sqnr_fails_with_one_line_and_nothing_written
     assert not out.exists()
 
 
+@pytest.mark.slow  # per-layer analysis, then a second int8 build
 def test_int8_below_min_sqnr_returns_its_most_sensitive_layers_to_float(tmp_path, caplog):
     calibration = tmp_path / "calib.npz"
     np.savez(calibration, input=np.load(os.path.join(EXAMPLES, "digits_test.npz"))["input"][:32])
