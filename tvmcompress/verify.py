@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -306,7 +305,7 @@ def where_it_runs(target: Mapping[str, Any]) -> str | None:
         # NOTE: preparing a foreign runtime downloads ~100 MB of wheels (aarch64) or builds it for minutes
         # (armv7, riscv64): a compile does not do that behind the user's back. `tvmcompress run` on any artifact
         # of the architecture prepares it once; later compiles are verified under qemu.
-        if not (runtime_cache.runtime_dir(arch) / "stamp.json").is_file() or shutil.which("readelf") is None:
+        if not (runtime_cache.runtime_dir(arch) / "stamp.json").is_file():
             return (f"the {arch} TVM runtime is not prepared here (`tvmcompress run` on an {arch} artifact "
                     "prepares it once, then compiles are verified under qemu)")
         return None
