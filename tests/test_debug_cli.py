@@ -28,6 +28,7 @@ def _debug(tmp_path, only_with_winograd: bool, *flags: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow  # a bisection: 8 builds of cuts in a subprocess (~40 s here)
 def test_debug_names_the_injected_wrong_node_and_says_the_unfused_build_is_right(tmp_path):
     report = _debug(tmp_path, False)
 
