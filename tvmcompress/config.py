@@ -157,7 +157,7 @@ class CompileOptions:
     verify: bool = True
     # --min-sqnr: a quantized or clustered build whose worst output SQNR against the float model is below this (dB)
     # fails, or for static int8 returns its most sensitive layers to float. Why 10 dB: measured on the zoo and the
-    # digits CNN (BENCHMARKS.md "Verification"), good builds give int8 33-48 dB, dynamic-int8 38-42, int8-weight
+    # digits CNN (BENCHMARKS.md "Verification"), good builds give int8 34-50 dB, dynamic-int8 38-42, int8-weight
     # 38-44, fp16 59-69, bf16 50-53, --cluster-bits 4 17-21, int4-weight 12-20 (digits: 15.6 dB for -0.28 points
     # of accuracy); a model under 10 dB has lost most of its signal (issue 17's int8 PicoDet: 0.4-2.6 dB).
     min_sqnr: float = 10.0
