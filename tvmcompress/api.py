@@ -111,6 +111,23 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
 def _compile_fresh(
     model: ModelSource, target: str, output: str, options: CompileOptions, budgets: Budgets | None
 ) -> Artifact:
+    from .verify import BelowQualityFloor
+
+    try:
+        return _compile_once(model, target, output, options, budgets)
+    except BelowQualityFloor as below:
+        # NOTE: static int8 under --min-sqnr: its most sensitive layers return to float and it is built once
+        # more; that build must meet the floor or fail (no second fallback).
+        log.warning("%s: returning %s to float and rebuilding", below, ", ".join(below.layers))
+        config = dataclasses.replace(options.quantize, exclude=options.quantize.exclude + below.layers)
+        return _compile_once(model, target, output, dataclasses.replace(options, quantize=config), budgets,
+                             fallback=below.record)
+
+
+def _compile_once(
+    model: ModelSource, target: str, output: str, options: CompileOptions, budgets: Budgets | None,
+    fallback: dict | None = None,
+) -> Artifact:
     from .footprint import check_budgets, check_runtime_fits, flash_bytes, isa_features, runtime_bytes
 
     start = time.perf_counter()
@@ -149,6 +166,7 @@ def _compile_fresh(
     mod, clustering = weight_compression.cluster(
         mod, options, calibration() if options.cluster_bits is not None else None
     )
+    before_quantization = mod  # what verification's int8 fallback re-quantizes
     mod, quantization = _quantize(mod, options, preset, inputs, calibration)
     quantized = mod if quantization is not None else None
     mod, sparse_layers = weight_compression.sparse_kernels(mod, options, preset)
@@ -268,9 +286,30 @@ def _compile_fresh(
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
+        # Inside the writer: a wrong build leaves nothing at OUT. Artifact reads the manifest just written.
+        manifest["verification"] = {**verification, **_verify(
+            Artifact(writer.tmpdir), source_model, canonical, options, quantization, pruning, clustering,
+            calibration, before_quantization, fallback)}
+        write_json(writer.path(MANIFEST_NAME), manifest)
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
+
+
+def _verify(artifact, source_model, canonical, options, quantization, pruning, clustering, calibration,
+            before_quantization, fallback) -> dict[str, Any]:
+    """The manifest's verification section (tvmcompress/verify.py) of the build in `artifact`."""
+    from .verify import layers_to_float, verify_build
+
+    compressed = "+".join(
+        ([quantization["config"]["mode"] if "config" in quantization else "prequantized"] if quantization else [])
+        + (["pruned"] if pruning is not None else []) + (["clustered"] if clustering is not None else []))
+    int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
+    fallback_layers = (lambda: layers_to_float(before_quantization, options.quantize, calibration(),
+                                               options.min_sqnr)) if int8 and fallback is None else None
+    record = verify_build(artifact, source_model, canonical, options, compressed or None,
+                          calibration() if options.calibration else None, fallback_layers)
+    return {**record, "quality_floor_fallback": fallback} if fallback is not None else record
 
 
 def _io_entry(spec: frontend.TensorSpec) -> dict[str, Any]:

@@ -96,6 +96,16 @@ def _add_shape_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_verify_flags(parser: argparse.ArgumentParser) -> None:
+    v = parser.add_argument_group("verification (against ONNX Runtime on the source model)")
+    v.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="do not run the build against ONNX Runtime (the manifest says verification: none)")
+    v.add_argument("--min-sqnr", type=float, metavar="DB",
+                   help="quality floor of compressed builds: each output's SQNR against the float model in dB "
+                        "(default 10); static int8 below it returns its most sensitive layers to float, "
+                        "others fail")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     # --debug, -q and -v are global: main() takes them out of argv wherever they stand (argparse subparsers would
     # otherwise reset a flag given before the subcommand). They are declared here for --help only.
@@ -161,6 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep 3x3 convolutions direct on CPU: Winograd's transformed weights take 1.8-4x the bytes of those "
              "layers, and its float32 rounding differs from a direct convolution (~5e-6 relative)",
     )
+    _add_verify_flags(p)
     p.add_argument(
         "--allow-nonfinite-weights", action="store_true",
         help="compile a model whose weights hold NaN or Inf (rejected by default: they make every output NaN)",
@@ -186,6 +197,15 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-ram", metavar="BYTES", help="fail (exit 2) if peak activation memory exceeds this (e.g. 256K)")
     c.add_argument("--max-flash", metavar="BYTES", help="fail (exit 2) if library + weights + runtime exceed this (e.g. 8M)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (artifact, sizes, memory, cache hit) on stdout")
+
+    p = sub.add_parser(
+        "debug", parents=[common],
+        help="find the first tensor where the build and ONNX Runtime disagree (bisects the graph; compile's flags)",
+    )
+    p.add_argument("model", help="path to the .onnx model")
+    p.add_argument("compile_options", nargs=argparse.REMAINDER, metavar="[compile options]",
+                   help="--target, --input-shape, --no-winograd, --quantize ... as for compile (no -o); "
+                        "--json prints the report as JSON")
 
     p = sub.add_parser("run", parents=[common], help="run a compiled artifact on inputs from an .npz")
     p.add_argument("artifact", help="artifact directory from `tvmcompress compile`")
@@ -245,27 +265,10 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_compile(args) -> int:
     import time
 
-    from .config import Budgets, CompileOptions, parse_bytes, parse_const_input, parse_input_shape
+    from .config import Budgets, parse_bytes
 
     start = time.perf_counter()
-    options = CompileOptions.create(
-        input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
-        const_inputs=dict(parse_const_input(s) for s in args.const_input),
-        cores=args.cores,
-        tune=_tune_config(args),
-        quantize=_quantize_config(args),
-        calibration=args.calibration,
-        prune=_prune_config(args),
-        separate_weights=args.separate_weights,
-        cluster_bits=args.cluster_bits,
-        compress_weights=args.compress_weights,
-        sparse_min_speedup=args.sparse_min_speedup,
-        eval_data=args.eval_data,
-        accuracy_budget=args.accuracy_budget,
-        prune_budget=args.prune_budget,
-        winograd=args.winograd,
-        allow_nonfinite_weights=args.allow_nonfinite_weights,
-    )
+    options = _compile_options(args)
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
         max_flash_bytes=parse_bytes(args.max_flash, "--max-flash") if args.max_flash else None,
@@ -304,6 +307,42 @@ def _cmd_compile(args) -> int:
             f"wrote {args.output}: {artifact.manifest['target']['preset']}, "
             f"library {sizes['library_bytes']:,} B, weights {sizes['weights_bytes']:,} B, {how}"
         )
+    return EXIT_OK
+
+
+def _compile_options(args):
+    """CompileOptions from the parsed flags of `compile` (which `debug` takes too)."""
+    from .config import CompileOptions, parse_const_input, parse_input_shape
+
+    return CompileOptions.create(
+        input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
+        const_inputs=dict(parse_const_input(s) for s in args.const_input),
+        cores=args.cores,
+        tune=_tune_config(args),
+        quantize=_quantize_config(args),
+        calibration=args.calibration,
+        prune=_prune_config(args),
+        separate_weights=args.separate_weights,
+        cluster_bits=args.cluster_bits,
+        compress_weights=args.compress_weights,
+        sparse_min_speedup=args.sparse_min_speedup,
+        eval_data=args.eval_data,
+        accuracy_budget=args.accuracy_budget,
+        prune_budget=args.prune_budget,
+        winograd=args.winograd,
+        verify=args.verify,
+        allow_nonfinite_weights=args.allow_nonfinite_weights,
+        min_sqnr=args.min_sqnr,
+    )
+
+
+def _cmd_debug(args) -> int:
+    from .debug import find_first_disagreement, format_report
+
+    # `debug MODEL [compile options]`: the compile parser reads them, so both commands take the same flags.
+    compile_args = _build_parser().parse_args(["compile", args.model, "-o", os.devnull, *args.compile_options])
+    report = find_first_disagreement(args.model, compile_args.target, _compile_options(compile_args))
+    print(json.dumps(report.to_json(), indent=2, sort_keys=True) if compile_args.json else format_report(report))
     return EXIT_OK
 
 
@@ -558,6 +597,7 @@ _COMMANDS = {
     "targets": _cmd_targets,
     "cache": _cmd_cache,
     "analyze": _cmd_analyze,
+    "debug": _cmd_debug,
 }
 
 

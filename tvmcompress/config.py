@@ -179,6 +179,14 @@ class CompileOptions:
     winograd: bool = True
     # NaN / Inf weights are rejected at import (frontend.check_finite_weights) unless this is set.
     allow_nonfinite_weights: bool = False
+    # Run the build against ONNX Runtime on the source model (tvmcompress/verify.py); False: --no-verify.
+    verify: bool = True
+    # --min-sqnr: a quantized or clustered build whose worst output SQNR against the float model is below this (dB)
+    # fails, or for static int8 returns its most sensitive layers to float. Why 10 dB: measured on the zoo and the
+    # digits CNN (BENCHMARKS.md "Verification"), good builds give int8 34-50 dB, dynamic-int8 38-42, int8-weight
+    # 38-44, fp16 59-69, bf16 50-53, --cluster-bits 4 17-21, int4-weight 12-20 (digits: 15.6 dB for -0.28 points
+    # of accuracy); a model under 10 dB has lost most of its signal (issue 17's int8 PicoDet: 0.4-2.6 dB).
+    min_sqnr: float = 10.0
 
     @classmethod
     def create(
@@ -199,6 +207,8 @@ class CompileOptions:
         prune_budget: float | None = None,
         winograd: bool = True,
         allow_nonfinite_weights: bool = False,
+        verify: bool = True,
+        min_sqnr: float | None = None,
     ) -> "CompileOptions":
         if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
             raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
@@ -221,6 +231,10 @@ class CompileOptions:
             )
         if prune is not None and prune.needs_calibration and calibration is None:
             raise TvmcompressError("--prune-criterion activation needs --calibration FILE.npz: inputs to measure")
+        if min_sqnr is not None and not (isinstance(min_sqnr, (int, float)) and -100 <= min_sqnr <= 200):
+            raise TvmcompressError(f"--min-sqnr must be a number of dB from -100 to 200, got {min_sqnr!r}")
+        if min_sqnr is not None and not verify:
+            raise TvmcompressError("--min-sqnr is checked by the verification that --no-verify skips: drop one")
         if accuracy_budget is not None:
             if quantize is None or quantize.mode != "int8" or eval_data is None:
                 raise TvmcompressError("--accuracy-budget needs --quantize int8 and --eval-data FILE.npz to measure on")
@@ -246,6 +260,8 @@ class CompileOptions:
             prune_budget=float(prune_budget) if prune_budget is not None else None,
             winograd=bool(winograd),
             allow_nonfinite_weights=bool(allow_nonfinite_weights),
+            verify=bool(verify),
+            min_sqnr=float(min_sqnr) if min_sqnr is not None else cls.min_sqnr,
         )
 
     def to_json(self) -> dict[str, Any]:
