@@ -8,7 +8,10 @@ QParams, weight scheme and scale range, and whether it runs in integer arithmeti
 The int8 pipeline, in order (each step is a pass in its own file):
 1. prepare: DecomposeOpsForInference (BN -> elementwise) + FoldConstant, so that weights (also transposed
    matmul weights) are plain constants, which the rules require; UniqueBindingNames, so names are keys.
-2. calibrate (float module, instrumented copy run on the samples) -> {activation binding -> QParams}.
+2. equalize (config.equalize_channels): convs whose input channels have very different ranges (depthwise nets
+   with hard-swish) read X * (1/s) with weights W * s, so that one per-tensor scale fits every channel
+   (equalize_conv_inputs.py).
+   calibrate (float module, instrumented copy run on the samples) -> {activation binding -> QParams}.
    NOTE: before any rewrite, so that binding names are those of `find_quantizable_layers` and `exclude`.
 3. bias correction (config.bias_correction): measure each layer's mean output error from int8 weights on the
    calibration data and add it back to its bias (bias_correction.py).
@@ -34,6 +37,7 @@ from tvm import relax
 from ..errors import TvmcompressError
 from .bias_correction import CorrectBias, measure_bias_corrections
 from .calibrate import calibrate
+from .equalize_conv_inputs import EqualizeConvInputs, equalization_scales, measure_conv_input_ranges
 from .fold_constants_numpy import fold_constants
 from .fold_qdq_to_int8 import FoldQDQToInt8
 from .fold_requantize_scale import FoldRequantizeScale
@@ -113,7 +117,14 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         raise TvmcompressError("int8 quantization needs calibration data: pass samples of the model's inputs")
     layers = find_quantizable_layers(mod, RULES)
     excluded = _resolve_exclude(layers, config.exclude)
-    calibration_data = list(calibration_data)  # read twice: calibration, then bias correction
+    calibration_data = list(calibration_data)  # read up to three times: equalization, calibration, bias correction
+    equalized = {}
+    if config.equalize_channels:
+        # NOTE: on the float module, before calibration, which then measures the equalized ranges.
+        absmax = measure_conv_input_ranges(mod, calibration_data, excluded, target)
+        equalized = equalization_scales(mod, absmax, excluded)
+        mod = EqualizeConvInputs(equalized, excluded)(mod)
+        layers = find_quantizable_layers(mod, RULES)  # same layers and bindings, reading the equalized inputs
     table = calibrate(mod, calibration_data, config, RULES, target)
     corrections = {}
     if config.bias_correction:
@@ -141,6 +152,10 @@ def _quantize_int8(mod, config, calibration_data, target, record):
     ]
     record["excluded"] = sorted(layer.name for layer in layers if layer.binding in excluded)
     record["integer_ops"] = integer_ops
+    if equalized:  # per equalized activation, the spread of its channels' max|X| that the rewrite removed
+        record["equalized_inputs"] = {
+            name: round(float(s.max() / s[s > 0].min()), 3) for name, s in sorted(equalized.items())
+        }
     if config.bias_correction:
         names = {layer.binding: layer.name for layer in layers}
         record["bias_correction"] = {  # per layer, the largest per-channel correction (output units)
