@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "quantize", "prepare_for_quantization", "fold_prequantized", "is_prequantized", "conv_matmul_dtypes",
-    "RECORD_VERSION",
+    "RECORD_VERSION", "equalize_conv_inputs",
 ]
 
 RECORD_VERSION = 1
@@ -118,13 +118,9 @@ def _quantize_int8(mod, config, calibration_data, target, record):
     layers = find_quantizable_layers(mod, RULES)
     excluded = _resolve_exclude(layers, config.exclude)
     calibration_data = list(calibration_data)  # read up to three times: equalization, calibration, bias correction
-    equalized = {}
-    if config.equalize_channels:
-        # NOTE: on the float module, before calibration, which then measures the equalized ranges.
-        absmax = measure_conv_input_ranges(mod, calibration_data, excluded, target)
-        equalized = equalization_scales(mod, absmax, excluded)
-        mod = EqualizeConvInputs(equalized, excluded)(mod)
-        layers = find_quantizable_layers(mod, RULES)  # same layers and bindings, reading the equalized inputs
+    # NOTE: on the float module, before calibration, which then measures the equalized ranges.
+    mod, equalized = equalize_conv_inputs(mod, config, calibration_data, excluded, target)
+    layers = find_quantizable_layers(mod, RULES)  # same layers and bindings, reading the equalized inputs
     table = calibrate(mod, calibration_data, config, RULES, target)
     corrections = {}
     if config.bias_correction:
@@ -166,6 +162,22 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         len(layers) - len(record["excluded"]), len(layers), integer_ops, len(record["excluded"]),
     )
     return quantized, record
+
+
+def equalize_conv_inputs(
+    mod: tvm.IRModule,
+    config: QuantizeConfig,
+    calibration_data: list,
+    excluded: Iterable[str] = (),
+    target: tvm.target.Target | None = None,
+) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """Step 2's equalization of the prepared module (when `config.equalize_channels`): the module and the
+    scales {activation -> s}, empty when no conv input is spread."""
+    if not config.equalize_channels:
+        return mod, {}
+    absmax = measure_conv_input_ranges(mod, calibration_data, excluded, target)
+    scales = equalization_scales(mod, absmax, excluded)
+    return EqualizeConvInputs(scales, excluded)(mod), scales
 
 
 def _quantize_weight_only(mod, config, record):
