@@ -8,7 +8,11 @@ QParams, weight scheme and scale range, and whether it runs in integer arithmeti
 The int8 pipeline, in order (each step is a pass in its own file):
 1. prepare: DecomposeOpsForInference (BN -> elementwise) + FoldConstant, so that weights (also transposed
    matmul weights) are plain constants, which the rules require; UniqueBindingNames, so names are keys.
-2. calibrate (float module, instrumented copy run on the samples) -> {activation binding -> QParams}.
+2. equalize (config.equalize_channels): convs whose input channels have very different ranges (depthwise nets
+   with hard-swish) read X * (1/s) with weights W * s, so that one per-tensor scale fits every channel
+   (equalize_conv_inputs.py). Layers that read a softmax (a DFL/GFL box integral) stay float
+   (`probability_readers`).
+   calibrate (float module, instrumented copy run on the samples) -> {activation binding -> QParams}.
    NOTE: before any rewrite, so that binding names are those of `find_quantizable_layers` and `exclude`.
 3. bias correction (config.bias_correction): measure each layer's mean output error from int8 weights on the
    calibration data and add it back to its bias (bias_correction.py).
@@ -24,6 +28,7 @@ dynamic-int8 is step 1 and QuantizeDynamic; fp16/bf16 are step 1 and MixedPrecis
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 
@@ -34,6 +39,7 @@ from tvm import relax
 from ..errors import TvmcompressError
 from .bias_correction import CorrectBias, measure_bias_corrections
 from .calibrate import calibrate
+from .equalize_conv_inputs import EqualizeConvInputs, equalization_scales, measure_conv_input_ranges
 from .fold_constants_numpy import fold_constants
 from .fold_qdq_to_int8 import FoldQDQToInt8
 from .fold_requantize_scale import FoldRequantizeScale
@@ -52,7 +58,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "quantize", "prepare_for_quantization", "fold_prequantized", "is_prequantized", "conv_matmul_dtypes",
-    "RECORD_VERSION",
+    "RECORD_VERSION", "equalize_conv_inputs", "probability_readers",
 ]
 
 RECORD_VERSION = 1
@@ -113,7 +119,14 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         raise TvmcompressError("int8 quantization needs calibration data: pass samples of the model's inputs")
     layers = find_quantizable_layers(mod, RULES)
     excluded = _resolve_exclude(layers, config.exclude)
-    calibration_data = list(calibration_data)  # read twice: calibration, then bias correction
+    kept_float = [layer for layer in probability_readers(mod, layers) if layer.binding not in excluded]
+    if kept_float:
+        excluded = excluded | {layer.binding for layer in kept_float}
+        config = dataclasses.replace(config, exclude=config.exclude + tuple(l.binding for l in kept_float))
+    calibration_data = list(calibration_data)  # read up to three times: equalization, calibration, bias correction
+    # NOTE: on the float module, before calibration, which then measures the equalized ranges.
+    mod, equalized = equalize_conv_inputs(mod, config, calibration_data, excluded, target)
+    layers = find_quantizable_layers(mod, RULES)  # same layers and bindings, reading the equalized inputs
     table = calibrate(mod, calibration_data, config, RULES, target)
     corrections = {}
     if config.bias_correction:
@@ -141,6 +154,13 @@ def _quantize_int8(mod, config, calibration_data, target, record):
     ]
     record["excluded"] = sorted(layer.name for layer in layers if layer.binding in excluded)
     record["integer_ops"] = integer_ops
+    if kept_float:
+        record["kept_float"] = {layer.name: "reads a softmax: a distribution's expectation (DFL box integral)"
+                                for layer in kept_float}
+    if equalized:  # per equalized activation, the spread of its channels' max|X| that the rewrite removed
+        record["equalized_inputs"] = {
+            name: round(float(s.max() / s[s > 0].min()), 3) for name, s in sorted(equalized.items())
+        }
     if config.bias_correction:
         names = {layer.binding: layer.name for layer in layers}
         record["bias_correction"] = {  # per layer, the largest per-channel correction (output units)
@@ -151,6 +171,45 @@ def _quantize_int8(mod, config, calibration_data, target, record):
         len(layers) - len(record["excluded"]), len(layers), integer_ops, len(record["excluded"]),
     )
     return quantized, record
+
+
+_PROBABILITIES = ("relax.nn.softmax",)
+_SAME_VALUES = ("relax.permute_dims", "relax.reshape")  # move values, change none: a softmax output stays one
+
+
+def probability_readers(mod: tvm.IRModule, layers: list[Layer]) -> list[Layer]:
+    """The layers whose activation is a softmax output (looking through transposes and reshapes): GFL/DFL box
+    heads' integral sum_k k * p_k, a conv or matmul with weights [0, 1, ..., R] that turns bin probabilities into
+    a distance, which the decode then multiplies by the stride. int8 weights cannot hold [0..R] exactly (7-bit
+    weights on AVX2: scale R/63, so 1 of [0..15] becomes 0.952, errors up to 0.095 bins, 2 % rms of the
+    distance: a 34 dB ceiling on box sizes whatever the backbone does), and the layer is one output channel
+    per side: in float it costs nothing. Kept float by `quantize` and listed in the record's `kept_float`."""
+    values = {b.var.name: b.value for block in mod["main"].body.blocks for b in block.bindings}
+
+    def is_probability(name: str) -> bool:
+        value = values.get(name)
+        while isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _SAME_VALUES:
+            source = value.args[0]
+            value = values.get(source.name) if isinstance(source, relax.Var) else None
+        return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _PROBABILITIES
+
+    return [layer for layer in layers if all(is_probability(name) for name in layer.activations)]
+
+
+def equalize_conv_inputs(
+    mod: tvm.IRModule,
+    config: QuantizeConfig,
+    calibration_data: list,
+    excluded: Iterable[str] = (),
+    target: tvm.target.Target | None = None,
+) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """Step 2's equalization of the prepared module (when `config.equalize_channels`): the module and the
+    scales {activation -> s}, empty when no conv input is spread."""
+    if not config.equalize_channels:
+        return mod, {}
+    absmax = measure_conv_input_ranges(mod, calibration_data, excluded, target)
+    scales = equalization_scales(mod, absmax, excluded)
+    return EqualizeConvInputs(scales, excluded)(mod), scales
 
 
 def _quantize_weight_only(mod, config, record):

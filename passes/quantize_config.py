@@ -89,6 +89,9 @@ class QuantizeConfig:
       matmul's activation channels by s = max|X|^alpha / max|W|^(1-alpha) and multiply the weight rows by s, so
       that outlier channels stop dominating the per-tensor activation scale (int8 and dynamic-int8; needs
       calibration data to measure max|X|; passes/smooth_quant.py, applied by api.compile).
+    - `equalize_channels`: before calibration, rescale the input channels of convs whose channel ranges differ
+      by 8x or more, moving the spread into the per-channel weights (int8 only; passes/equalize_conv_inputs.py).
+      Without it a depthwise/hard-swish detector (PicoDet) loses its class scores entirely.
     """
 
     mode: QuantMode = "int8"
@@ -101,6 +104,7 @@ class QuantizeConfig:
     bias_correction: bool = True
     weight_bits: int = 8
     smoothquant: float | None = None
+    equalize_channels: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -119,6 +123,8 @@ class QuantizeConfig:
             raise TvmcompressError(f"num_bins must be in [256, 65536], got {self.num_bins}")
         if isinstance(self.weight_bits, bool) or self.weight_bits not in (7, 8):
             raise TvmcompressError(f"weight_bits must be 7 or 8, got {self.weight_bits!r}")
+        if not isinstance(self.equalize_channels, bool):
+            raise TvmcompressError(f"equalize_channels must be true or false, got {self.equalize_channels!r}")
         if self.smoothquant is not None:
             if isinstance(self.smoothquant, bool) or not isinstance(self.smoothquant, (int, float)) \
                     or not 0.0 < self.smoothquant < 1.0:

@@ -30,7 +30,7 @@ from .passes.bias_correction import CorrectBias, measure_bias_corrections
 from .passes.calibrate import ExposeObservationPoints, calibrate
 from .passes.insert_qdq import InsertQDQ
 from .passes.quant_rules import RULES, Layer, find_quantizable_layers
-from .passes.quantize import prepare_for_quantization, quantize
+from .passes.quantize import equalize_conv_inputs, prepare_for_quantization, quantize
 from .passes.quantize_config import QuantizeConfig
 from .passes.quantize_weights import QuantizeWeights
 
@@ -181,9 +181,11 @@ def analyze_layers(
     calibration = list(calibration)  # read by calibration and by bias correction
     data = data or EvalData(tuple(dict(b) for b in calibration))
     prepared = prepare_for_quantization(mod)
-    layers = find_quantizable_layers(prepared, RULES)
-    if not layers:
+    if not find_quantizable_layers(prepared, RULES):
         raise TvmcompressError("the model has no conv2d/matmul layer that int8 quantizes: nothing to analyze")
+    # As `quantize` does (exact in float: the fp32 reference is unchanged up to rounding), without exclusions.
+    prepared, _ = equalize_conv_inputs(prepared, config, calibration, (), target)
+    layers = find_quantizable_layers(prepared, RULES)
     # NOTE: calibrate without the config's exclusions, so that every layer can be measured quantized.
     table = calibrate(prepared, calibration, replace(config, exclude=()), RULES, target)
     corrections = {}

@@ -92,3 +92,42 @@ def test_dynamic_int8_needs_no_calibration():
     x = _samples(1)[0]["x"]
     ref = run(Mlp, x)
     assert np.abs(run(quantized, x) - ref).max() < 0.05 * np.abs(ref).max()
+
+
+ARANGE = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)  # a DFL head's integral: sum_k k * p_k
+
+
+@I.ir_module
+class DflIntegral:
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 16), "float32")) -> R.Tensor((1, 1, 4, 8), "float32"):
+        with R.dataflow():
+            p = R.nn.softmax(x, axis=-1)
+            bins = R.permute_dims(p, [0, 3, 1, 2])
+            d = R.nn.conv2d(bins, R.const(ARANGE))
+            R.output(d)
+        return d
+
+
+@I.ir_module
+class LogitsIntegral:  # the same conv, reading logits: an ordinary layer
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 16), "float32")) -> R.Tensor((1, 1, 4, 8), "float32"):
+        with R.dataflow():
+            bins = R.permute_dims(x, [0, 3, 1, 2])
+            d = R.nn.conv2d(bins, R.const(ARANGE))
+            R.output(d)
+        return d
+
+
+def test_int8_keeps_softmax_readers_float():
+    # 7-bit weights (AVX2) would store [0..15] with scale 15/63: 1 -> 0.952, up to 0.095 bins off. Kept float,
+    # the integral is the float model's to float32 rounding.
+    rng = np.random.default_rng(2)
+    samples = [{"x": (3 * rng.normal(size=(1, 4, 8, 16))).astype(np.float32)} for _ in range(8)]
+    quantized, record = quantize(DflIntegral, QuantizeConfig(weight_bits=7), samples)
+    assert record["integer_ops"] == 0 and list(record["kept_float"]) == ["conv2d_0"]
+    for sample in samples[:2]:
+        np.testing.assert_allclose(run(quantized, sample["x"]), run(DflIntegral, sample["x"]), rtol=1e-5, atol=1e-5)
+    _, record = quantize(LogitsIntegral, QuantizeConfig(weight_bits=7), samples)
+    assert record["integer_ops"] == 1 and "kept_float" not in record
