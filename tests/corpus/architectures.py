@@ -303,7 +303,8 @@ class Arch:
     build: Callable
     input_shapes: tuple[tuple[int, ...], ...] = ((1, 3, 64, 64),)
     opsets: tuple[int, ...] = (17,)
-    fast: bool = False
+    # Modes that run in the default suite (at opsets[0]); the rest run with -m slow.
+    fast: tuple[str, ...] = ()
     # Keyword arguments for torch.onnx.export (input/output names, dynamic axes).
     export_kwargs: tuple = ()
     rewrite: Callable | None = None
@@ -335,7 +336,7 @@ ARCHS: dict[str, Arch] = {
     "regnety_002": Arch(_timm("regnety_002"), family="classifier"),
     "convnext_atto": Arch(_timm("convnext_atto"), opsets=(13, 17), family="classifier"),
     "ghostnet_100": Arch(_timm("ghostnet_100"), family="classifier"),
-    "lcnet_050": Arch(_timm("lcnet_050"), opsets=(13,), family="classifier", fast=True),
+    "lcnet_050": Arch(_timm("lcnet_050"), opsets=(13,), family="classifier"),
     "resnet10t": Arch(_timm("resnet10t"), family="classifier"),
     "mobilevit_xxs": Arch(_timm("mobilevit_xxs"), family="classifier"),
     "vit_tiny": Arch(_timm("vit_tiny_patch16_224", img_size=64), opsets=(14, 17), family="transformer"),
@@ -348,14 +349,15 @@ ARCHS: dict[str, Arch] = {
     "yolov8n_seg": Arch(_ultralytics("yolov8n-seg.yaml", "SegmentationModel"), input_shapes=((1, 3, 160, 160),),
                         opsets=(13,), family="detector"),
     "yolov8n_cls": Arch(_ultralytics("yolov8n-cls.yaml", "ClassificationModel"), family="classifier"),
-    "picodet": Arch(picodet, input_shapes=((1, 3, 96, 96),), opsets=(13, 17), family="detector"),
+    "picodet": Arch(picodet, input_shapes=((1, 3, 96, 96),), opsets=(17, 13), family="detector",
+                    fast=("default",)),
     # Text detection / segmentation decoders with ConvTranspose and Resize.
-    "dbnet": Arch(dbnet, opsets=(13, 17), family="decoder", fast=True),
-    "unet": Arch(unet, input_shapes=((1, 3, 32, 32),), family="decoder", fast=True),
+    "dbnet": Arch(dbnet, opsets=(13, 17), family="decoder", fast=("default",)),
+    "unet": Arch(unet, input_shapes=((1, 3, 32, 32),), family="decoder", fast=("default", "no_winograd", "int8")),
     # Sequence models.
-    "crnn": Arch(crnn, input_shapes=((1, 3, 32, 64),), opsets=(13, 17), family="ocr", fast=True),
-    "bert": Arch(bert, input_shapes=((1, 16), (1, 16), (1, 16)), opsets=(13, 17), family="transformer",
-                 fast=True, inputs=_bert_inputs,
+    "crnn": Arch(crnn, input_shapes=((1, 3, 32, 64),), opsets=(13, 17), family="ocr"),
+    "bert": Arch(bert, input_shapes=((1, 16), (1, 16), (1, 16)), opsets=(17, 13), family="transformer",
+                 fast=("default", "no_winograd", "int8"), inputs=_bert_inputs,
                  export_kwargs=(("input_names", ["input_ids", "attention_mask", "token_type_ids"]),)),
     # Paddle2ONNX-style graphs: dynamic dims written as -1 (the frontend must treat them as symbolic).
     "crnn_paddle": Arch(crnn, input_shapes=((1, 3, 32, 64),), family="ocr",
