@@ -131,29 +131,39 @@ def merge(models: list[onnx.ModelProto], prefixes: list[str]) -> onnx.ModelProto
 
 
 def run_batch(seeds: list[int]) -> list[Outcome]:
-    """Each seed's outcome; graphs of one opset are compiled together, failures re-run one by one."""
+    """Each seed's outcome. Graphs of one opset are compiled together; a merged build that fails is split in
+    halves until each failure is pinned to its seed, and a graph that disagrees is re-run alone."""
     models = {s: graphgen.generate(s) for s in seeds}
     outcomes: dict[int, Outcome] = {}
     by_opset: dict[int, list[int]] = {}
     for s, m in models.items():
         by_opset.setdefault(m.opset_import[0].version, []).append(s)
     for group in by_opset.values():
-        prefixes = [f"g{s}_" for s in group]
-        feeds, expected = {}, {}
-        for s, p in zip(group, prefixes):
-            f = graphgen.random_feeds(models[s], s)
-            expected[s] = graphgen.check(models[s], f)
-            feeds.update({p + k: v for k, v in f.items()})
-        with tempfile.TemporaryDirectory(prefix="fuzzbatch-") as tmp:
-            status, result = compile_and_run(merge([models[s] for s in group], prefixes), feeds, tmp)
-        for s, p in zip(group, prefixes):
-            if status == "ok":
-                names = [p + o.name for o in models[s].graph.output]
-                if not compare(expected[s], result, names):
-                    outcomes[s] = Outcome(s, "match")
-                    continue
-            outcomes[s] = run_one(s, models[s])  # pin the failure (or the batch's failure) to this seed alone
+        _run_group(group, models, outcomes)
     return [outcomes[s] for s in seeds]
+
+
+def _run_group(group: list[int], models: dict, outcomes: dict[int, Outcome]) -> None:
+    if len(group) == 1:
+        outcomes[group[0]] = run_one(group[0], models[group[0]])
+        return
+    prefixes = [f"g{s}_" for s in group]
+    feeds, expected = {}, {}
+    for s, p in zip(group, prefixes):
+        f = graphgen.random_feeds(models[s], s)
+        expected[s] = graphgen.check(models[s], f)
+        feeds.update({p + k: v for k, v in f.items()})
+    with tempfile.TemporaryDirectory(prefix="fuzzbatch-") as tmp:
+        status, result = compile_and_run(merge([models[s] for s in group], prefixes), feeds, tmp)
+    if status != "ok":
+        half = len(group) // 2
+        _run_group(group[:half], models, outcomes)
+        _run_group(group[half:], models, outcomes)
+        return
+    for s, p in zip(group, prefixes):
+        names = [p + o.name for o in models[s].graph.output]
+        # A disagreement is confirmed alone, so the recorded outcome is that of the graph itself.
+        outcomes[s] = Outcome(s, "match") if not compare(expected[s], result, names) else run_one(s, models[s])
 
 
 def cone(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:

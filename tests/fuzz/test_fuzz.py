@@ -24,9 +24,18 @@ MAX_REFUSED = 0.02
 _CONV_T = "NHWC conversion reaches conv2d_transpose, which CodeGenVM cannot emit (issue 17)"
 KNOWN_SEEDS: dict[int, str] = {
     6: _CONV_T,
-    10: "Resize/Conv fusion: 'Check failed: fb->value != 0 Divide by zero' in the CPU pipeline",
+    10: "Resize linear align_corners over a size-1 axis: 'Check failed: fb->value != 0 Divide by zero'",
     17: _CONV_T,
+    37: _CONV_T,
     50: _CONV_T,
+    124: _CONV_T,
+}
+# Refused with a clear one-line error; counted against the 2% refusal budget, kept out of the batches (a refusal
+# splits a merged build) and checked one by one.
+KNOWN_REFUSED: dict[int, str] = {
+    38: "Resize",  # scales 0.5 of an odd size: a fractional output size
+    117: "Resize",
+    125: "Resize",
 }
 
 
@@ -34,7 +43,8 @@ def _assert_acceptable(outcomes):
     bad = [o for o in outcomes if o.kind in ("wrong", "internal")]
     assert not bad, "\n".join(f"seed {o.seed}: {o.kind}: {o.detail}" for o in bad)
     refused = [o for o in outcomes if o.kind == "refused"]
-    assert len(refused) <= MAX_REFUSED * len(outcomes) + 1e-9 or len(refused) <= 1, \
+    # 2%, and at least one graph of a 50-graph run.
+    assert len(refused) <= max(1.0, MAX_REFUSED * len(outcomes)), \
         "\n".join(f"seed {o.seed}: refused: {o.detail}" for o in refused)
 
 
@@ -56,14 +66,30 @@ def test_generator_is_deterministic():
     assert graphgen.generate(123).SerializeToString() != graphgen.generate(124).SerializeToString()
 
 
+def _batch_seeds(seeds):
+    return [s for s in seeds if s not in KNOWN_SEEDS and s not in KNOWN_REFUSED]
+
+
 def test_fuzz_default_seeds_match_onnxruntime():
-    _assert_acceptable(harness.run_batch([s for s in DEFAULT_SEEDS if s not in KNOWN_SEEDS]))
+    outcomes = harness.run_batch(_batch_seeds(DEFAULT_SEEDS))
+    _assert_acceptable(outcomes + [harness.Outcome(s, "refused") for s in KNOWN_REFUSED if s in DEFAULT_SEEDS])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("start", range(SLOW_SEEDS.start, SLOW_SEEDS.stop, SLOW_CHUNK))
 def test_fuzz_slow_seeds_match_onnxruntime(start):
-    _assert_acceptable(harness.run_batch([s for s in range(start, start + SLOW_CHUNK) if s not in KNOWN_SEEDS]))
+    chunk = range(start, start + SLOW_CHUNK)
+    _assert_acceptable(harness.run_batch(_batch_seeds(chunk)) + [harness.Outcome(s, "refused")
+                                                                 for s in KNOWN_REFUSED if s in chunk])
+
+
+@pytest.mark.parametrize("seed", [
+    pytest.param(seed, marks=[] if seed in DEFAULT_SEEDS else [pytest.mark.slow]) for seed in sorted(KNOWN_REFUSED)
+])
+def test_fuzz_refusals_are_one_line_and_name_the_op(seed):
+    outcome = harness.run_one(seed)
+    assert outcome.kind == "refused", f"{outcome.kind}: {outcome.detail}"
+    assert KNOWN_REFUSED[seed] in outcome.detail and "\n" not in outcome.detail.strip()
 
 
 @pytest.mark.parametrize("seed", [
