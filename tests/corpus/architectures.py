@@ -437,7 +437,7 @@ def export(name: str, opset: int, cache_dir: str) -> str:
         torch.onnx.export(model, example_inputs(arch), buf, opset_version=opset, dynamo=False,
                           do_constant_folding=True, **kwargs)
     proto = onnx.load_from_string(buf.getvalue())
-    proto.ir_version = min(proto.ir_version, IR_VERSION) if proto.ir_version >= 7 else proto.ir_version
+    proto.ir_version = min(proto.ir_version, IR_VERSION)
     if arch.rewrite is not None:
         proto = arch.rewrite(proto)
     os.makedirs(cache_dir, exist_ok=True)

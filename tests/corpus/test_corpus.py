@@ -48,8 +48,9 @@ def _cases(fast: bool):
 
 
 @pytest.fixture(scope="session")
-def corpus_dir(request):
-    return str(request.config.cache.mkdir("tvmcompress-corpus"))
+def corpus_dir(request, tmp_path_factory):
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: export per session
+    return str(cache.mkdir("tvmcompress-corpus") if cache else tmp_path_factory.mktemp("tvmcompress-corpus"))
 
 
 def _check(name, opset, mode, corpus_dir, tmp_path, request):
@@ -59,8 +60,9 @@ def _check(name, opset, mode, corpus_dir, tmp_path, request):
     if mode == "int8":
         sqnr = {n: check.sqnr_db(want, have) for n, want, have in zip(names, expected, got)}
         # Recorded for bench/corpus_sqnr.py --from-cache and BENCHMARKS.md.
-        request.config.cache.set(f"tvmcompress-corpus/sqnr/{name}-opset{opset}",
-                                 {n: round(v, 2) for n, v in sqnr.items()})
+        if getattr(request.config, "cache", None):
+            request.config.cache.set(f"tvmcompress-corpus/sqnr/{name}-opset{opset}",
+                                     {n: round(v, 2) for n, v in sqnr.items()})
         low = {n: round(v, 1) for n, v in sqnr.items() if not v >= check.INT8_SQNR_FLOOR_DB}
         assert not low, f"int8 SQNR below {check.INT8_SQNR_FLOOR_DB} dB: {json.dumps(low)}"
     else:
