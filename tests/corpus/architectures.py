@@ -357,7 +357,7 @@ ARCHS: dict[str, Arch] = {
     # Sequence models.
     "crnn": Arch(crnn, input_shapes=((1, 3, 32, 64),), opsets=(13, 17), family="ocr"),
     "bert": Arch(bert, input_shapes=((1, 16), (1, 16), (1, 16)), opsets=(17, 13), family="transformer",
-                 fast=("default", "no_winograd", "int8"), inputs=_bert_inputs,
+                 fast=("default", "int8"), inputs=_bert_inputs,
                  export_kwargs=(("input_names", ["input_ids", "attention_mask", "token_type_ids"]),)),
     # Paddle2ONNX-style graphs: dynamic dims written as -1 (the frontend must treat them as symbolic).
     "crnn_paddle": Arch(crnn, input_shapes=((1, 3, 32, 64),), family="ocr",
