@@ -27,7 +27,6 @@ KNOWN_BUGS: dict[tuple[str, str | None], str] = {
     ("picodet_paddle", None): "Paddle-style -1 input dims are taken as fixed sizes; --input-shape refused (issue 17)",
     ("squeezenet1_1", "default"): "Winograd 3x3 conv next to a 1x1 conv into one Concat (SqueezeNet's Fire module at "
                                   "3x3 spatial) gives garbage/NaN; right with --no-winograd (found by the corpus)",
-    ("yolov8n", "int8"): "int8 loses 20-36 dB on YOLO-style detectors (issue 17)",
 }
 
 
