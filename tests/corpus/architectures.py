@@ -74,8 +74,10 @@ def _ultralytics(yaml: str, cls: str = "DetectionModel"):
         import tempfile
 
         import_torchvision()
-        # ultralytics writes a settings file on import: keep it out of the user's home.
-        os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="tvmc-yolo-"))
+        # ultralytics writes a settings file on import: keep it out of the user's home, in one reused folder.
+        config_dir = os.path.join(tempfile.gettempdir(), "tvmcompress-tests-ultralytics")
+        os.makedirs(config_dir, exist_ok=True)
+        os.environ.setdefault("YOLO_CONFIG_DIR", config_dir)
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics.nn import tasks
 
