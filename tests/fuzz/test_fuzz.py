@@ -29,6 +29,9 @@ KNOWN_SEEDS: dict[int, str] = {
     37: _CONV_T,
     50: _CONV_T,
     124: _CONV_T,
+    # Found by the campaign: the compile never finished (a 40-graph batch holding it timed out after 30 min;
+    # alone, > 4 CPU-minutes for 8 tiny ops). Its own test is skipped, not xfailed: it would hang the run.
+    152: "HANG: compile does not finish (ConvTranspose 1x1, Split, Concat, Transpose [2,0,1,3], Resize nearest)",
 }
 # Refused with a clear one-line error; counted against the 2% refusal budget, kept out of the batches (a refusal
 # splits a merged build) and checked one by one.
@@ -93,7 +96,8 @@ def test_fuzz_refusals_are_one_line_and_name_the_op(seed):
 
 
 @pytest.mark.parametrize("seed", [
-    pytest.param(seed, marks=[pytest.mark.xfail(strict=True, reason=reason)]
+    pytest.param(seed, marks=[pytest.mark.skip(reason=reason) if reason.startswith("HANG")
+                              else pytest.mark.xfail(strict=True, reason=reason)]
                  + ([] if seed in DEFAULT_SEEDS else [pytest.mark.slow]))
     for seed, reason in sorted(KNOWN_SEEDS.items())
 ])
