@@ -25,3 +25,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 echo "setup: installing tvmcompress${extras} with $($PYTHON --version)"
 $PYTHON -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".${extras}"
+if [ -n "$extras" ]; then
+  # The corpus's YOLOv8 builder; --no-deps: what it imports is in the test extra, the rest is heavy and unused.
+  $PYTHON -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps "ultralytics>=8.3"
+fi

@@ -1,0 +1,50 @@
+"""Minimized reproductions of the bugs the fuzzer found (harness.minimize: the smallest prefix of the failing
+graph that fails the same way, then reduced by hand). Strict xfails until fixed; each names its fuzz seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import graphgen
+import harness
+
+
+def _model(nodes, inputs, outputs, inits, opset=17):
+    graph = helper.make_graph(nodes, "regression", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _value(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _outcome(model):
+    feeds = graphgen.random_feeds(model, 0)
+    graphgen.check(model, feeds)  # a valid graph: onnx.checker, shape inference and ORT accept it
+    return harness.run_one(0, model)
+
+
+@pytest.mark.xfail(strict=True, reason="Resize linear align_corners on a size-1 axis: 'Check failed: fb->value != 0 "
+                                       "Divide by zero' in the CPU pipeline (fuzz seed 10)")
+def test_resize_align_corners_over_a_size_one_axis():
+    """align_corners scales by (in - 1) / (out - 1): 0 / 0 on an axis of size 1, which ONNX defines (ORT gives the
+    input row) and TVM's simplifier divides by."""
+    sizes = numpy_helper.from_array(np.array([1, 2, 1, 8], np.int64), "sizes")
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    outcome = _outcome(_model([node], [_value("x", [1, 2, 1, 4])], [_value("y", [1, 2, 1, 8])], [sizes]))
+    assert outcome.kind == "match", outcome.detail
+
+
+@pytest.mark.xfail(strict=True, reason="NHWC conversion reaches conv2d_transpose, which CodeGenVM cannot emit "
+                                       "(fuzz seeds 6, 17, 50; issue 17's DBNet neck)")
+def test_conv_then_conv_transpose():
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 2, 3, 3)).astype(np.float32), "w")
+    wt = numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 2, 2)).astype(np.float32), "wt")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["h", "wt"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    outcome = _outcome(_model(nodes, [_value("x", [1, 2, 6, 6])], [_value("y", [1, 3, 12, 12])], [w, wt]))
+    assert outcome.kind == "match", outcome.detail
