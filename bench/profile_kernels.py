@@ -26,7 +26,7 @@ import tvm_ffi
 from tvm import relax, s_tir, tirx
 from tvm.relax.expr_functor import PyExprVisitor, visitor
 
-from tvmcompress.schedules.cpu_pipeline import cpu_schedule_passes
+from tvmcompress.schedules.cpu_pipeline import cpu_lowering_passes, cpu_schedule_passes
 from tvmcompress.schedules.int8_conv import INT8_CONV2D
 from tvmcompress.schedules.int8_rules import BLOCK_NAME as INT8_DENSE
 from tvmcompress.schedules.cpu_rules.packed_compute import SCHEDULE_KEY
@@ -80,13 +80,15 @@ def profile(artifact: str | pathlib.Path) -> list[KernelTime]:
         raise SystemExit(f"{artifact}: profile_kernels.py times CPU artifacts; this one targets {target.kind.name}")
     options = next((p.get("options") or {} for p in manifest["passes"] if p["name"] == "tvmcompress.cpu_pipeline"), {})
     mod = tvm.ir.load_json((artifact / RELAX_MODULE).read_text())
-    passes = cpu_schedule_passes(target, None, options.get("winograd", True))
+    winograd = options.get("winograd", True)
+    passes = cpu_schedule_passes(target, None, winograd)
+    lowering = cpu_lowering_passes(target, winograd)  # the head of `passes`; what follows schedules
     with target:
-        lowered = tvm.transform.Sequential(passes[:-1])(mod)  # the last pass applies the schedules
+        lowered = tvm.transform.Sequential(lowering)(mod)
         # NOTE: counted before scheduling, which may update the module's PrimFuncs in place.
         macs_of = {gv.name_hint: _int8_dot_macs(f) for gv, f in lowered.functions_items()
                    if isinstance(f, tirx.PrimFunc)}
-        scheduled = passes[-1](lowered)
+        scheduled = tvm.transform.Sequential(passes[len(lowering):])(lowered)
     rng = np.random.default_rng(0)
     dev = tvm.cpu()
 

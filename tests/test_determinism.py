@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import onnx
+import pytest
 
 import tvmcompress
 import zoo
@@ -29,7 +30,13 @@ def test_recompile_replaces_existing_output_atomically(tmp_path):
     onnx.save(zoo.mlp(), path)
     out = tmp_path / "out"
     tvmcompress.compile(str(path), "host", output=str(out))
-    (out / "stale.txt").write_text("from an older build")
+    first = (out / "model.so").stat().st_ino
     tvmcompress.compile(str(path), "host", output=str(out))
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.so", "relax_module.json", "report.html", "report.json"]
+    assert (out / "model.so").stat().st_ino != first  # a new directory renamed over the old one, not files rewritten
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+    # A file we did not write makes OUT no longer ours to replace (tests/robustness/test_output_safety.py).
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(tvmcompress.TvmcompressError, match="notes.txt"):
+        tvmcompress.compile(str(path), "host", output=str(out))
+    assert (out / "notes.txt").read_text() == "the user's"

@@ -168,7 +168,7 @@ def test_budget_parsing():
     assert parse_bytes("2g", "--max-flash") == 2 << 30
     with pytest.raises(TvmcompressError, match="bad --max-ram '12 parsecs': use a number of bytes"):
         parse_bytes("12 parsecs", "--max-ram")
-    with pytest.raises(TvmcompressError, match="--max-flash must be a positive number of bytes"):
+    with pytest.raises(TvmcompressError, match="--max-flash must be a positive, finite number of bytes"):
         parse_bytes("0", "--max-flash")
     with pytest.raises(TvmcompressError, match="--max-ram must be a positive number of bytes, got -5"):
         Budgets(max_ram_bytes=-5)
