@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import stat
 from pathlib import Path
@@ -132,14 +133,24 @@ def test_new_cache_dir_is_private_and_tagged(tmp_path):
     assert (cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55\n")
 
 
-def test_a_cache_others_can_write_is_warned_about(tmp_path, caplog):
-    cache = tmp_path / "shared"
-    cache.mkdir()
-    cache_mod.ArtifactCache(cache)._ensure()
-    assert "writable" not in caplog.text  # 0755, ours: quiet
-    cache.chmod(0o777)
-    cache_mod.ArtifactCache(cache)._ensure()
-    assert "can be written by other users" in caplog.text and "chmod go-w" in caplog.text
+def test_a_cache_others_can_write_is_warned_about(tmp_path):
+    # A handler on the module's own logger: earlier tests in the same process may reconfigure logging
+    # (MetaSchedule's dictConfig), which caplog's root handler does not survive.
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger(cache_mod.__name__)
+    logger.addHandler(handler)
+    try:
+        cache = tmp_path / "shared"
+        cache.mkdir()
+        cache_mod.ArtifactCache(cache)._ensure()
+        assert not any("written by other users" in r for r in records)  # 0755, ours: quiet
+        cache.chmod(0o777)
+        cache_mod.ArtifactCache(cache)._ensure()
+        assert any("can be written by other users" in r and "chmod go-w" in r for r in records)
+    finally:
+        logger.removeHandler(handler)
 
 
 # --- a hit checks what it hands out -------------------------------------------------------------------------------
