@@ -55,6 +55,11 @@ class Resize(OnnxOpConverter):
                 if out is not None and any(o < i for o, i in zip(out[2:], shape[2:])):
                     _reject("Resize(antialias=1) when downsampling", "TVM ignores antialias",
                             "resize without antialias, or upsample")
+            if attr.get("coordinate_transformation_mode") == b"align_corners":
+                out = _output_size(shape, scales, inputs)
+                single = [axis for axis in range(2, len(shape)) if out is not None and int(out[axis]) == 1]
+                if single:
+                    return _align_corners_to_one(bb, convert, inputs, attr, params, out, single)
             return convert(bb, inputs, attr, params)
 
         return converted
@@ -84,6 +89,22 @@ def _all_axes(inputs, attr, shape):
             full[axes] = given
         inputs[index] = relax.const(full, str(full.dtype))
     return tvm_onnx.onnx_input(inputs), {k: v for k, v in attr.items() if k != "axes"}
+
+
+def _align_corners_to_one(bb, convert, inputs, attr, params, out, single):
+    """align_corners samples at y * (in - 1) / (out - 1), which ONNX defines as 0 where out is 1; TVM divides by
+    zero there. Such an axis takes the input's first slice: resize that slice repeated to 2 along the axis (2 -> 2
+    under align_corners samples each slice exactly, and leaves the other axes' interpolation as it was) and keep
+    the output's first slice."""
+    x = inputs[0]
+    for axis in single:
+        first = bb.normalize(relax.op.strided_slice(x, axes=[axis], begin=[0], end=[1]))
+        x = bb.normalize(relax.op.repeat(first, 2, axis=axis))
+    sizes = np.asarray(out, np.int64)
+    sizes[single] = 2
+    y = convert(bb, tvm_onnx.onnx_input([x, inputs[1], None, relax.const(sizes, "int64")]), attr, params)
+    y = bb.normalize(y)
+    return relax.op.strided_slice(y, axes=single, begin=[0] * len(single), end=[1] * len(single))
 
 
 def _output_size(shape, scales, inputs):
