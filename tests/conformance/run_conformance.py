@@ -354,7 +354,8 @@ _FRONTEND_NOTES = [
     "float4, int4 and int2 tensors in ops other than Cast / CastLike / QuantizeLinear / DequantizeLinear "
     "(`Neg(INT4)`; float8e8m0 in ops other than Cast / CastLike), QuantizeLinear's `precision` attribute, "
     "MaxUnpool's output_shape input (TVM places the values wrongly), BatchNormalization(training_mode=1), "
-    "Resize with scales that give a fractional size, antialiased downsampling or keep_aspect_ratio_policy, "
+    "Resize with scales that give a fractional size in cubic or align_corners form, antialiased downsampling or "
+    "keep_aspect_ratio_policy, "
     "RoiAlign(mode=max), MaxPool's Indices output, LSTM(input_forget=1), recurrent ops with sequence_lens in "
     "reverse, Dropout in training mode, DFT(inverse=1, onesided=1), Attention on bfloat16.",
     "- NonMaxSuppression is rejected at import: its row count depends on the data, and TVM 0.27's padded "

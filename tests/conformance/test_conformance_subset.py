@@ -37,7 +37,6 @@ EXPECTED_REJECTIONS: dict[str, str] = {
     "test_batchnorm_epsilon_training_mode": "BatchNormalization(training_mode=1)",
     "test_batchnorm_example_training_mode": "BatchNormalization(training_mode=1)",
     "test_resize_downsample_scales_cubic": "the scales give a fractional output size",
-    "test_resize_downsample_scales_linear": "the scales give a fractional output size",
     "test_resize_downsample_sizes_nearest_not_larger": "Resize(keep_aspect_ratio_policy=not_larger)",
 }
 # Cases that fail outside the frontend today, with why (xfail; fixing one turns it into an XPASS to delete here).

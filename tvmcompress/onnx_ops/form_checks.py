@@ -47,6 +47,8 @@ class Resize(OnnxOpConverter):
                             "resize the spatial axes")
                 exact = [float(d * s) for d, s in zip(shape, scales)]
                 if any(abs(e - round(e)) > 1e-6 for e in exact):
+                    if _taps_apply(attr):
+                        return _resize_by_taps(bb, x, shape, scales, attr)
                     _reject(f"Resize(scales={scales.tolist()}) of a {list(shape)} input",
                             "the scales give a fractional output size, and TVM samples with output/input instead "
                             "of the given scale", "use sizes, or scales that give integer sizes")
@@ -55,6 +57,11 @@ class Resize(OnnxOpConverter):
                 if out is not None and any(o < i for o, i in zip(out[2:], shape[2:])):
                     _reject("Resize(antialias=1) when downsampling", "TVM ignores antialias",
                             "resize without antialias, or upsample")
+            if attr.get("coordinate_transformation_mode") == b"align_corners":
+                out = _output_size(shape, scales, inputs)
+                single = [axis for axis in range(2, len(shape)) if out is not None and int(out[axis]) == 1]
+                if single:
+                    return _align_corners_to_one(bb, convert, inputs, attr, params, out, single)
             return convert(bb, inputs, attr, params)
 
         return converted
@@ -84,6 +91,86 @@ def _all_axes(inputs, attr, shape):
             full[axes] = given
         inputs[index] = relax.const(full, str(full.dtype))
     return tvm_onnx.onnx_input(inputs), {k: v for k, v in attr.items() if k != "axes"}
+
+
+def _align_corners_to_one(bb, convert, inputs, attr, params, out, single):
+    """align_corners samples at y * (in - 1) / (out - 1), which ONNX defines as 0 where out is 1; TVM divides by
+    zero there. Such an axis takes the input's first slice: resize that slice repeated to 2 along the axis (2 -> 2
+    under align_corners samples each slice exactly, and leaves the other axes' interpolation as it was) and keep
+    the output's first slice."""
+    x = inputs[0]
+    for axis in single:
+        first = bb.normalize(relax.op.strided_slice(x, axes=[axis], begin=[0], end=[1]))
+        x = bb.normalize(relax.op.repeat(first, 2, axis=axis))
+    sizes = np.asarray(out, np.int64)
+    sizes[single] = 2
+    y = convert(bb, tvm_onnx.onnx_input([x, inputs[1], None, relax.const(sizes, "int64")]), attr, params)
+    y = bb.normalize(y)
+    return relax.op.strided_slice(y, axes=single, begin=[0] * len(single), end=[1] * len(single))
+
+
+# NOTE: not align_corners: with a fractional size, ONNX's reference divides by the unfloored output length and
+# onnxruntime by the floored one, so no answer matches both; it stays refused.
+_TAP_COORDINATES = (b"half_pixel", b"asymmetric", b"pytorch_half_pixel", b"half_pixel_symmetric")
+
+
+def _taps_apply(attr) -> bool:
+    """Whether _resize_by_taps implements this form (the others keep their one-line refusal)."""
+    return (attr.get("mode", b"nearest") in (b"nearest", b"linear") and not int(attr.get("antialias", 0))
+            and attr.get("coordinate_transformation_mode", b"half_pixel") in _TAP_COORDINATES)
+
+
+def _source_coordinates(size_in: int, size_out: int, scale: float, mode: bytes) -> np.ndarray:
+    """The ONNX Resize coordinate transformation: each output index's position in the input axis."""
+    x = np.arange(size_out, dtype=np.float64)
+    if mode == b"asymmetric":
+        return x / scale
+    if mode == b"pytorch_half_pixel" and size_out == 1:
+        return np.zeros_like(x)
+    if mode == b"half_pixel_symmetric":
+        offset = size_in / 2 * (1 - size_out / (scale * size_in))
+        return offset + (x + 0.5) / scale - 0.5
+    return (x + 0.5) / scale - 0.5  # half_pixel, pytorch_half_pixel
+
+
+def _nearest_index(position: np.ndarray, mode: bytes) -> np.ndarray:
+    if mode == b"floor":
+        return np.floor(position)
+    if mode == b"ceil":
+        return np.ceil(position)
+    fraction = position - np.floor(position)
+    halfway_up = np.ceil(position) if mode == b"round_prefer_ceil" else np.floor(position)
+    return np.where(fraction == 0.5, halfway_up, np.round(position))
+
+
+def _resize_by_taps(bb, x, shape, scales, attr):
+    """Resize with scales whose output size is fractional (ONNX floors it and samples with the given scale; TVM
+    would sample with output/input): each spatial axis is gathered at constant indices and, for linear, blended
+    with constant weights, computed here as ONNX defines them (neighbours past an edge read the edge)."""
+    coordinates = attr.get("coordinate_transformation_mode", b"half_pixel")
+    linear = attr.get("mode", b"nearest") == b"linear"
+    for axis in range(2, len(shape)):
+        size_in, scale = shape[axis], float(scales[axis])
+        size_out = int(np.floor(size_in * scale))
+        if size_out == size_in and scale == 1:
+            continue
+        position = _source_coordinates(size_in, size_out, scale, coordinates)
+        if not linear:
+            index = _nearest_index(position, attr.get("nearest_mode", b"round_prefer_floor"))
+            x = bb.normalize(relax.op.take(x, _index_const(index, size_in), axis=axis, mode="clip"))
+            continue
+        low = np.floor(position)
+        weight = (position - low).reshape([size_out] + [1] * (len(shape) - 1 - axis))
+        dtype = x.ty.dtype
+        taps = [bb.normalize(relax.op.take(x, _index_const(low + k, size_in), axis=axis, mode="clip"))
+                for k in (0, 1)]
+        x = bb.normalize(relax.op.add(relax.op.multiply(taps[0], relax.const(1 - weight, dtype)),
+                                      relax.op.multiply(taps[1], relax.const(weight, dtype))))
+    return x
+
+
+def _index_const(index: np.ndarray, size: int):
+    return relax.const(np.clip(index, 0, size - 1).astype(np.int64), "int64")
 
 
 def _output_size(shape, scales, inputs):

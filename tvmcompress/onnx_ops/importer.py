@@ -54,7 +54,9 @@ def from_onnx(model: onnx.ModelProto, shape_dict: dict, dtype_dict: dict):
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 1)
     # Sub-byte inputs arrive in their library dtype (tvmcompress/sub_byte_io.py).
     dtype_dict = {name: library_dtype(dtype) for name, dtype in dtype_dict.items()}
-    importer = _Importer(shape_dict, dtype_dict, keep_params_in_input=False)
+    # NOTE: sanitize=False keeps each Relax parameter named exactly as its ONNX input ("input.1", not TVM's
+    # "input_1"): calibration, eval data and prune batches are keyed by the ONNX names and read by parameter name.
+    importer = _Importer(shape_dict, dtype_dict, keep_params_in_input=False, sanitize=False)
     return importer.from_onnx(route_to_converters(model, opset).graph, opset)
 
 
