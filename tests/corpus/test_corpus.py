@@ -19,14 +19,7 @@ import check
 
 # (arch, mode) -> the bug; an arch alone covers all its modes. Filed under issue 17.
 KNOWN_BUGS: dict[tuple[str, str | None], str] = {
-    ("yolov8n", "default"): "Winograd conv fused with C2f's Split/Add/Concat gives wrong results (issue 17)",
-    ("dbnet", None): "NHWC conversion reaches conv2d_transpose, which CodeGenVM cannot emit (issue 17)",
-    ("unet", None): "NHWC conversion reaches conv2d_transpose, which CodeGenVM cannot emit (issue 17)",
-    ("yolov8n_seg", None): "NHWC conversion reaches conv2d_transpose (the mask proto's upsampling) (issue 17)",
-    ("crnn_paddle", None): "Paddle-style -1 input dims are taken as fixed sizes; --input-shape refused (issue 17)",
-    ("picodet_paddle", None): "Paddle-style -1 input dims are taken as fixed sizes; --input-shape refused (issue 17)",
-    ("squeezenet1_1", "default"): "Winograd 3x3 conv next to a 1x1 conv into one Concat (SqueezeNet's Fire module at "
-                                  "3x3 spatial) gives garbage/NaN; right with --no-winograd (found by the corpus)",
+    # None open: the C2f/Fire-module Winograd fusion, conv2d_transpose in NHWC and Paddle -1 dims were fixed.
 }
 
 

@@ -1,4 +1,4 @@
-"""Minimal reproductions of bugs the corpus turned up, beyond those issue 17 lists (strict xfails until fixed)."""
+"""Minimal reproductions of bugs the corpus turned up, beyond those issue 17 lists (each was a strict xfail until its fix landed; now plain regression tests)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ def _torch_conv_model(input_names=None) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.xfail(strict=True, reason="int8 calibration looks inputs up by the Relax parameter name (input_1), "
-                                       "not the ONNX name (input.1) that the calibration file must use")
 def test_int8_calibrates_a_model_whose_input_name_has_a_dot(tmp_path):
     """torch.onnx.export names an unnamed input "input.1"; every such model failed int8 with exit 2."""
     model = _torch_conv_model()
@@ -51,8 +49,6 @@ def test_int8_calibrates_a_model_whose_input_name_has_a_dot(tmp_path):
     assert sqnr > 25
 
 
-@pytest.mark.xfail(strict=True, reason="Winograd: a Fire module (1x1 and 3x3 expand convs into one Concat) at 3x3 "
-                                       "spatial gives garbage/NaN; right with --no-winograd (the issue's C2f class)")
 def test_fire_module_concat_with_winograd_matches_onnxruntime(tmp_path):
     """SqueezeNet 1.1's features.9 at 64x64 input, cut down to one Fire module; the corpus's squeezenet1_1 is
     wrong from its first such Concat on. With 16 or 64 channels it is right: the size matters."""

@@ -21,14 +21,7 @@ SLOW_SEEDS = range(50, 1050)
 SLOW_CHUNK = 50
 MAX_REFUSED = 0.02
 
-_CONV_T = "NHWC conversion reaches conv2d_transpose, which CodeGenVM cannot emit (issue 17)"
 KNOWN_SEEDS: dict[int, str] = {
-    6: _CONV_T,
-    10: "Resize linear align_corners over a size-1 axis: 'Check failed: fb->value != 0 Divide by zero'",
-    17: _CONV_T,
-    37: _CONV_T,
-    50: _CONV_T,
-    124: _CONV_T,
     # Found by the campaign: the compile never finished (a 40-graph batch holding it timed out after 30 min;
     # alone, > 4 CPU-minutes for 8 tiny ops). Its own test is skipped, not xfailed: it would hang the run.
     152: "HANG: compile does not finish (ConvTranspose 1x1, Split, Concat, Transpose [2,0,1,3], Resize nearest)",
@@ -36,9 +29,9 @@ KNOWN_SEEDS: dict[int, str] = {
 # Refused with a clear one-line error; counted against the 2% refusal budget, kept out of the batches (a refusal
 # splits a merged build) and checked one by one.
 KNOWN_REFUSED: dict[int, str] = {
-    38: "Resize",  # scales 0.5 of an odd size: a fractional output size
-    117: "Resize",
-    125: "Resize",
+    # align_corners at a fractional output size: ONNX's reference divides by the unfloored length, onnxruntime
+    # by the floored one; no answer matches both, so it is refused.
+    38: "Resize",
 }
 
 

@@ -1,5 +1,5 @@
 """Minimized reproductions of the bugs the fuzzer found (harness.minimize: the smallest prefix of the failing
-graph that fails the same way, then reduced by hand). Strict xfails until fixed; each names its fuzz seed."""
+graph that fails the same way, then reduced by hand). Each was a strict xfail until its fix landed; each names its fuzz seed."""
 
 from __future__ import annotations
 
@@ -26,8 +26,6 @@ def _outcome(model):
     return harness.run_one(0, model)
 
 
-@pytest.mark.xfail(strict=True, reason="Resize linear align_corners on a size-1 axis: 'Check failed: fb->value != 0 "
-                                       "Divide by zero' in the CPU pipeline (fuzz seed 10)")
 def test_resize_align_corners_over_a_size_one_axis():
     """align_corners scales by (in - 1) / (out - 1): 0 / 0 on an axis of size 1, which ONNX defines (ORT gives the
     input row) and TVM's simplifier divides by."""
@@ -38,8 +36,6 @@ def test_resize_align_corners_over_a_size_one_axis():
     assert outcome.kind == "match", outcome.detail
 
 
-@pytest.mark.xfail(strict=True, reason="NHWC conversion reaches conv2d_transpose, which CodeGenVM cannot emit "
-                                       "(fuzz seeds 6, 17, 50; issue 17's DBNet neck)")
 def test_conv_then_conv_transpose():
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 2, 3, 3)).astype(np.float32), "w")
