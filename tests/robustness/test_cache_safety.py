@@ -134,12 +134,15 @@ def test_new_cache_dir_is_private_and_tagged(tmp_path):
 
 
 def test_a_cache_others_can_write_is_warned_about(tmp_path):
-    # A handler on the module's own logger: earlier tests in the same process may reconfigure logging
-    # (MetaSchedule's dictConfig), which caplog's root handler does not survive.
+    # A handler on the module's own logger: earlier tests in the same process may reconfigure logging.
     records: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: records.append(record.getMessage())
     logger = logging.getLogger(cache_mod.__name__)
+    # A library's logging.config call with disable_existing_loggers=True (the default) earlier in the process
+    # disables our logger; that is the embedding program's choice, not what this test is about.
+    disabled, logger.disabled = logger.disabled, False
+    level, logging.root.manager.disable = logging.root.manager.disable, logging.NOTSET
     logger.addHandler(handler)
     try:
         cache = tmp_path / "shared"
@@ -151,6 +154,8 @@ def test_a_cache_others_can_write_is_warned_about(tmp_path):
         assert any("can be written by other users" in r and "chmod go-w" in r for r in records)
     finally:
         logger.removeHandler(handler)
+        logger.disabled = disabled
+        logging.root.manager.disable = level
 
 
 # --- a hit checks what it hands out -------------------------------------------------------------------------------
