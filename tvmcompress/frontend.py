@@ -189,8 +189,10 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         )
     try:
         load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as err:
-        raise TvmcompressError(f"cannot read the external data of {path} ({err}): export the model again") from None
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
+        # ValidationError: onnx refuses a location outside the model's directory (`../x`, an absolute path).
+        reason = " ".join(str(err).split())
+        raise TvmcompressError(f"cannot read the external data of {path} ({reason}): export the model again") from None
 
 
 def _reject_unloaded_external_data(model: onnx.ModelProto, what: str) -> None:
