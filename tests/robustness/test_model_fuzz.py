@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from . import model_mutations as mm
-from .safety_helpers import assert_refused, cli, save_with_external_data, snapshot, tiny_model
+from .safety_helpers import assert_refused, main_in_process, save_with_external_data, snapshot, tiny_model
 
 
 # Campaign seeds whose finding is open (a strict xfail below says why): a Conv whose output size is 0 ends in a
@@ -56,7 +56,7 @@ def test_fuzz_campaign_1000(tmp_path):
 
 
 @pytest.mark.parametrize("location", ["../outside.bin", "ABSOLUTE"])
-def test_external_data_outside_model_directory_is_refused(tmp_path, location):
+def test_external_data_outside_model_directory_is_refused(tmp_path, capsys, monkeypatch, location):
     """Seed 11: an initializer whose external data `location` points outside the model's directory made onnx
     raise ValidationError from load_external_data_for_model, which ended in a traceback (exit 1)."""
     model = tiny_model()
@@ -72,7 +72,8 @@ def test_external_data_outside_model_directory_is_refused(tmp_path, location):
             entry.value = location
     onnx.save(m, str(project / "model.onnx"))
     before = snapshot(tmp_path)
-    result = cli("compile", str(project / "model.onnx"), "-o", str(tmp_path / "out"))
+    result = main_in_process(["compile", str(project / "model.onnx"), "-o", str(tmp_path / "out")], capsys,
+                             monkeypatch, tmp_path)
     line = assert_refused(result, "external data", "export the model again")
     assert "outside" in line
     assert snapshot(tmp_path) == before
@@ -85,17 +86,18 @@ def _save(tmp_path: Path, model: onnx.ModelProto) -> Path:
     return project / "model.onnx"
 
 
-def _refused_cleanly(tmp_path: Path, model: onnx.ModelProto, *needles: str) -> str:
+def _refused_cleanly(tmp_path: Path, model: onnx.ModelProto, capsys, monkeypatch, *needles: str) -> str:
     path = _save(tmp_path, model)
     before = snapshot(tmp_path)
-    result = cli("compile", str(path), "-o", str(tmp_path / "out"))
+    # In-process, as the fuzzer's workers run it (an interpreter per case would cost seconds each).
+    result = main_in_process(["compile", str(path), "-o", str(tmp_path / "out")], capsys, monkeypatch, tmp_path)
     line = assert_refused(result, *needles)
     assert snapshot(tmp_path) == before  # nothing at -o or beside it, the model untouched
     return line
 
 
 @pytest.mark.parametrize("change", ["dims_scalar", "dims_short", "raw_long", "dtype_half"])
-def test_initializer_data_not_matching_dims_is_refused(tmp_path, change):
+def test_initializer_data_not_matching_dims_is_refused(tmp_path, capsys, monkeypatch, change):
     """Seeds 52, 339, 428, 486, 618, 718, ... (16 of 1,000): an initializer whose raw_data length does not fit its
     dims and data type made numpy_helper.to_array raise ValueError in the NaN check: a traceback."""
     model = tiny_model()
@@ -110,24 +112,25 @@ def test_initializer_data_not_matching_dims_is_refused(tmp_path, change):
         w.raw_data = w.raw_data * 2
     else:
         w.data_type = TensorProto.FLOAT16  # 32 bytes read as 16 halves, for 8 values
-    line = _refused_cleanly(tmp_path, model, "'w' is damaged", "export the model again")
+    line = _refused_cleanly(tmp_path, model, capsys, monkeypatch, "'w' is damaged", "export the model again")
     assert "dims" in line
 
 
 @pytest.mark.parametrize("elem_type", [99, 1000])
-def test_graph_output_with_unknown_element_type_is_refused(tmp_path, elem_type):
+def test_graph_output_with_unknown_element_type_is_refused(tmp_path, capsys, monkeypatch, elem_type):
     """Seeds 547 and 951: a graph output whose elem_type is no ONNX type passed the checker and raised KeyError
     in tensor_dtype_to_np_dtype: a traceback."""
     model = tiny_model()
     model.graph.output[0].type.tensor_type.elem_type = elem_type
-    _refused_cleanly(tmp_path, model, "tensor 'y'", f"element type {elem_type}", "not an ONNX data type")
+    _refused_cleanly(tmp_path, model, capsys, monkeypatch, "tensor 'y'",
+                     f"element type {elem_type}", "not an ONNX data type")
 
 
 @pytest.mark.xfail(strict=True, reason="seeds 369 and 834: a Conv whose inferred output size is 0 passes the "
                    "checker and the importer, then TVM's legalization (topi conv2d) raises ValueError during the "
                    "build: a traceback. The fix belongs in the build pipeline's error handling or a shape check "
                    "before it, not a small frontend change")
-def test_conv_with_empty_output_is_refused(tmp_path):
+def test_conv_with_empty_output_is_refused(tmp_path, capsys, monkeypatch):
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
@@ -135,4 +138,4 @@ def test_conv_with_empty_output_is_refused(tmp_path):
         [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    _refused_cleanly(tmp_path, model, "Conv")
+    _refused_cleanly(tmp_path, model, capsys, monkeypatch, "Conv")
