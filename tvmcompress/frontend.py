@@ -189,8 +189,10 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         )
     try:
         load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as err:
-        raise TvmcompressError(f"cannot read the external data of {path} ({err}): export the model again") from None
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
+        # ValidationError: onnx refuses a location outside the model's directory (`../x`, an absolute path).
+        reason = " ".join(str(err).split())
+        raise TvmcompressError(f"cannot read the external data of {path} ({reason}): export the model again") from None
 
 
 def _reject_unloaded_external_data(model: onnx.ModelProto, what: str) -> None:
@@ -225,7 +227,14 @@ def check_finite_weights(model: onnx.ModelProto) -> None:
 def _check_finite(tensor: onnx.TensorProto, what: str, inf_is_error: bool) -> None:
     if tensor.data_type not in _FLOAT_TYPES:
         return
-    values = numpy_helper.to_array(tensor)
+    try:
+        values = numpy_helper.to_array(tensor)
+    except ValueError as err:  # raw_data length that does not match dims and data_type
+        reason = " ".join(str(err).split())
+        raise TvmcompressError(
+            f"{what} is damaged: its data does not fit dims {list(tensor.dims)} and its data type ({reason}): "
+            "export the model again"
+        ) from None
     bad = values[~np.isfinite(values)]  # bfloat16 too (ml_dtypes)
     kind = "NaN" if np.isnan(bad).any() else "Inf" if bad.size and inf_is_error else None
     if kind is not None:
@@ -813,7 +822,14 @@ def model_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]
 def _tensor_spec(info: onnx.ValueInfoProto) -> TensorSpec:
     dims = _dims(info)
     shape = tuple(d if isinstance(d, int) else -1 for d in dims) if dims is not None else ()
-    return TensorSpec(info.name, shape, _np_dtype_name(info.type.tensor_type.elem_type))
+    elem_type = info.type.tensor_type.elem_type
+    try:
+        dtype = _np_dtype_name(elem_type)
+    except KeyError:  # a number that is no ONNX element type (the checker does not look at graph outputs' types)
+        raise TvmcompressError(
+            f"tensor '{info.name}' has element type {elem_type}, which is not an ONNX data type: export the model again"
+        ) from None
+    return TensorSpec(info.name, shape, dtype)
 
 
 def _np_dtype_name(elem_type: int) -> str:
