@@ -800,6 +800,29 @@ def check_supported(model: onnx.ModelProto) -> None:
             "replace them (or re-export the model without them, or with opset 21 for an `Op-<version>` form) and "
             "try again"
         )
+    check_windows_fit(model)
+
+
+# Ops that slide a window over spatial axes: an output with a spatial size of 0 means the window does not fit.
+_WINDOW_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"})
+
+
+def check_windows_fit(model: onnx.ModelProto) -> None:
+    """Refuse a convolution or pooling whose inferred output has a spatial size of 0 (its kernel, dilated and
+    strided, is larger than the padded input). ONNX's checker and shape inference accept such a graph, and TVM's
+    conv legalization then fails deep in the build (fuzzed models, seeds 369 and 834)."""
+    graph = model.graph
+    shapes = {vi.name: _dims(vi) for vi in [*graph.value_info, *graph.output]}
+    for node in graph.node:
+        if node.op_type not in _WINDOW_OPS or not node.output:
+            continue
+        dims = shapes.get(node.output[0])
+        if dims and any(d == 0 for d in dims[2:]):
+            raise TvmcompressError(
+                f"{node.op_type} node '{node.name or node.output[0]}' has an empty output {list(dims)}: its window "
+                "(kernel, dilation, strides) is larger than its padded input; fix the model's shapes or pads, or "
+                "pass a larger --input-shape"
+            )
 
 
 def _tvm_convert_map() -> dict:

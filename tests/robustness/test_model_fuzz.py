@@ -20,9 +20,9 @@ from . import model_mutations as mm
 from .safety_helpers import assert_refused, main_in_process, save_with_external_data, snapshot, tiny_model
 
 
-# Campaign seeds whose finding is open (a strict xfail below says why): a Conv whose output size is 0 ends in a
-# ValueError traceback from TVM's legalization, outside the frontend.
-OPEN_SEEDS = {369, 834}
+# Campaign seeds whose finding is open (each with a strict xfail below saying why). None now: seeds 369 and 834
+# (a Conv with an empty output) are refused by frontend.check_windows_fit.
+OPEN_SEEDS: set[int] = set()
 
 
 def _assert_clean(results: list[dict], expected: int) -> None:
@@ -126,10 +126,6 @@ def test_graph_output_with_unknown_element_type_is_refused(tmp_path, capsys, mon
                      f"element type {elem_type}", "not an ONNX data type")
 
 
-@pytest.mark.xfail(strict=True, reason="seeds 369 and 834: a Conv whose inferred output size is 0 passes the "
-                   "checker and the importer, then TVM's legalization (topi conv2d) raises ValueError during the "
-                   "build: a traceback. The fix belongs in the build pipeline's error handling or a shape check "
-                   "before it, not a small frontend change")
 def test_conv_with_empty_output_is_refused(tmp_path, capsys, monkeypatch):
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
