@@ -22,9 +22,7 @@ SLOW_CHUNK = 50
 MAX_REFUSED = 0.02
 
 KNOWN_SEEDS: dict[int, str] = {
-    # Found by the campaign: the compile never finished (a 40-graph batch holding it timed out after 30 min;
-    # alone, > 4 CPU-minutes for 8 tiny ops). Its own test is skipped, not xfailed: it would hang the run.
-    152: "HANG: compile does not finish (ConvTranspose 1x1, Split, Concat, Transpose [2,0,1,3], Resize nearest)",
+    # (152, a compile that never finished, is fixed: tests/schedules/test_regression_compile_hang_seed152.py.)
 }
 # Refused with a clear one-line error; counted against the 2% refusal budget, kept out of the batches (a refusal
 # splits a merged build) and checked one by one.
