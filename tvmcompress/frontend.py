@@ -808,21 +808,43 @@ _WINDOW_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "MaxPool", "Avera
 
 
 def check_windows_fit(model: onnx.ModelProto) -> None:
-    """Refuse a convolution or pooling whose inferred output has a spatial size of 0 (its kernel, dilated and
-    strided, is larger than the padded input). ONNX's checker and shape inference accept such a graph, and TVM's
-    conv legalization then fails deep in the build (fuzzed models, seeds 369 and 834)."""
+    """Refuse a convolution or pooling whose window, dilated, does not fit its padded input (an output size of 0
+    or less). ONNX's checker accepts such a graph and TVM's conv legalization then fails deep in the build
+    (fuzzed models, seeds 369 and 834). Sizes come from the input's inferred shape and the node's attributes (or
+    the weight's dims), not from the output's recorded shape, which shape inference may leave negative or absent."""
     graph = model.graph
-    shapes = {vi.name: _dims(vi) for vi in [*graph.value_info, *graph.output]}
+    shapes = {vi.name: _dims(vi) for vi in [*graph.input, *graph.value_info, *graph.output]}
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
     for node in graph.node:
-        if node.op_type not in _WINDOW_OPS or not node.output:
+        if node.op_type not in _WINDOW_OPS or not node.input:
             continue
-        dims = shapes.get(node.output[0])
-        if dims and any(d == 0 for d in dims[2:]):
-            raise TvmcompressError(
-                f"{node.op_type} node '{node.name or node.output[0]}' has an empty output {list(dims)}: its window "
-                "(kernel, dilation, strides) is larger than its padded input; fix the model's shapes or pads, or "
-                "pass a larger --input-shape"
-            )
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            continue  # SAME_*: the output is ceil(input / stride), never empty
+        dims = shapes.get(node.input[0])
+        if not dims or len(dims) < 3 or not all(isinstance(d, int) and d >= 0 for d in dims[2:]):
+            continue
+        spatial = dims[2:]
+        kernel = attrs.get("kernel_shape")
+        if kernel is None and len(node.input) > 1 and node.input[1] in weights:
+            kernel = weights[node.input[1]][2:]
+        if kernel is None or len(kernel) != len(spatial):
+            continue
+        n = len(spatial)
+        pads = list(attrs.get("pads", [0] * 2 * n))
+        strides = list(attrs.get("strides", [1] * n))
+        dilations = list(attrs.get("dilations", [1] * n))
+        if len(pads) != 2 * n or len(strides) != n or len(dilations) != n or min(strides, default=1) < 1:
+            continue
+        for i, size in enumerate(spatial):
+            window = dilations[i] * (kernel[i] - 1) + 1
+            if size + pads[i] + pads[i + n] < window:
+                raise TvmcompressError(
+                    f"{node.op_type} node '{node.name or node.output[0]}': its window ({window} on spatial axis {i},"
+                    f" kernel {list(kernel)}, dilations {dilations}) is larger than its padded input "
+                    f"{list(dims)} (pads {pads}), so its output would be empty; fix the model's shapes or pads, or "
+                    "pass a larger --input-shape"
+                )
 
 
 def _tvm_convert_map() -> dict:
