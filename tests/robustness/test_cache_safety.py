@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import stat
 from pathlib import Path
@@ -133,29 +132,26 @@ def test_new_cache_dir_is_private_and_tagged(tmp_path):
     assert (cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55\n")
 
 
-def test_a_cache_others_can_write_is_warned_about(tmp_path):
-    # A handler on the module's own logger: earlier tests in the same process may reconfigure logging.
+def test_a_cache_others_can_write_is_warned_about(tmp_path, monkeypatch):
+    # The module's logger replaced by a recorder: whatever logging configuration earlier tests (or the libraries
+    # they load) left behind (root level, disabled loggers) cannot hide the warning from this test.
     records: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger(cache_mod.__name__)
-    # A library's logging.config call with disable_existing_loggers=True (the default) earlier in the process
-    # disables our logger; that is the embedding program's choice, not what this test is about.
-    disabled, logger.disabled = logger.disabled, False
-    level, logging.root.manager.disable = logging.root.manager.disable, logging.NOTSET
-    logger.addHandler(handler)
-    try:
-        cache = tmp_path / "shared"
-        cache.mkdir()
-        cache_mod.ArtifactCache(cache)._ensure()
-        assert not any("written by other users" in r for r in records)  # 0755, ours: quiet
-        cache.chmod(0o777)
-        cache_mod.ArtifactCache(cache)._ensure()
-        assert any("can be written by other users" in r and "chmod go-w" in r for r in records)
-    finally:
-        logger.removeHandler(handler)
-        logger.disabled = disabled
-        logging.root.manager.disable = level
+
+    class Recorder:
+        def warning(self, message, *args):
+            records.append(message % args)
+
+        def __getattr__(self, name):  # info/debug: not what this test is about
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(cache_mod, "log", Recorder())
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache_mod.ArtifactCache(cache)._ensure()
+    assert not any("written by other users" in r for r in records)  # 0755, ours: quiet
+    cache.chmod(0o777)
+    cache_mod.ArtifactCache(cache)._ensure()
+    assert any("can be written by other users" in r and "chmod go-w" in r for r in records)
 
 
 # --- a hit checks what it hands out -------------------------------------------------------------------------------
