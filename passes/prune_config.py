@@ -1,7 +1,7 @@
 """Typed, frozen configuration of pruning, and the `--prune SPEC` parser.
 
 A spec is a comma-separated list of steps, applied in a fixed order whatever order they are written in
-(layer removal, then channel removal, then unstructured, block and N:M sparsity; see `tvmcompress.pruning`):
+(layer removal, then channel removal, then unstructured, block and N:M sparsity; see `tvmcompress.passes.prune`):
 
     unstructured:S[:global|:layer]   magnitude pruning of conv/matmul weights to sparsity S in [0, 1), under
                                      one threshold for all layers (the default) or each layer to S

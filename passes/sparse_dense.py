@@ -2,7 +2,7 @@
 
 Which layers: `find_block_sparse_matmuls` proposes each matmul whose constant [K, N] weight has at least
 `min_sparsity` of its R x C tiles all zero, for the candidate block (R, C) that drops the most weights; whether
-the sparse kernel is really faster is measured per layer by `tvmcompress.sparse_decision`, and SparseDense
+the sparse kernel is really faster is measured per layer by `tvmcompress.passes.sparse_decision`, and SparseDense
 rewrites the layers it is given.
 
 Pre: weights are bound float32 constants (FoldConstant has run); binding names are unique. Post: each selected

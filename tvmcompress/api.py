@@ -9,33 +9,35 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict
 from typing import Any
 
 import onnx
 
-from . import __version__, frontend, sub_byte_io
+from . import frontend, pipeline
 from .artifact import (
     LIBRARY_NAME,
     MANIFEST_NAME,
     RELAX_MODULE_NAME,
-    WEIGHTS_NAME,
     REPORT_HTML_NAME,
     REPORT_JSON_NAME,
-    SCHEMA_VERSION,
+    WEIGHTS_NAME,
     Artifact,
     ArtifactWriter,
     check_output_dir_writable,
-    sha256_file,
     write_json,
 )
 from .config import Budgets, CompileOptions
+from .data import calibration_calls
+from .data import eval_data as read_eval_data
 from .errors import TvmcompressError
+from .manifest import build_manifest
+from .passes.quantize_config import QuantizeConfig
+from .pipeline import Data
 from .targets import presets, toolchain
+from .verify import verify_compressed
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +61,6 @@ def _source_bytes(source: ModelSource, model: onnx.ModelProto) -> bytes:
     if isinstance(source, bytes):
         return source
     return model.SerializeToString(deterministic=True)
-
-
-def _versions() -> dict[str, str]:
-    import tvm
-    import tvm_ffi
-
-    return {"tvmcompress": __version__, "tvm": tvm.__version__, "tvm-ffi": tvm_ffi.__version__}
-
-
-def _verify_foreign_library(path: str, preset: presets.TargetPreset) -> dict[str, Any]:
-    """What readelf says of model.so, and whether it is the architecture the target asked for."""
-    header = toolchain.readelf_header(path)
-    machine = header.get("Machine", "")
-    if machine != preset.elf_machine:
-        raise RuntimeError(f"linked {path} for {preset.name} but readelf says Machine '{machine}'")
-    return {"class": header.get("Class"), "machine": machine, "flags": header.get("Flags")}
 
 
 def compile(  # noqa: A001 - the verb users expect; shadows the builtin only inside this module
@@ -128,14 +114,13 @@ def _compile_once(
     model: ModelSource, target: str, output: str, options: CompileOptions, budgets: Budgets | None,
     fallback: dict | None = None,
 ) -> Artifact:
-    from .footprint import check_budgets, check_runtime_fits, flash_bytes, isa_features, runtime_bytes
+    from .cache import files_read
+    from .footprint import check_budgets, check_runtime_fits, runtime_bytes
 
     start = time.perf_counter()
     # Cheap checks first: a missing toolchain or unwritable OUT should fail before a minutes-long build.
     preset = presets.with_cores(presets.resolve_preset(target), options.cores)
     toolchain.find_compiler(preset)
-    from .cache import files_read
-
     read_paths = files_read(model, options)  # OUT must not hold them: replacing it would delete them
     check_output_dir_writable(output, read_paths)
     runtime_size = runtime_bytes(preset.arch, str(preset.tvm_target.get("kind")))
@@ -148,32 +133,18 @@ def _compile_once(
     if not options.allow_nonfinite_weights:
         frontend.check_finite_weights(canonical)
     inputs, outputs = frontend.model_io(canonical)
-    # The calibration .npz is read and checked once, when the first step that uses it asks for it: here,
-    # before the import, so that bad data fails in a second rather than after the model is imported.
-    calibration = functools.cache(lambda: _calibration_batches(options.calibration, inputs))
-    calibration()
-    if options.eval_data:
-        _eval_data(options.eval_data, inputs)  # the same early check; its steps read it again
+    # The calibration and eval data are read and checked once, here, before the import, so that bad data fails
+    # in a second rather than after the model is imported; the steps that use them read the cached result.
+    data = Data(functools.cache(lambda: calibration_calls(options.calibration, inputs)),
+                functools.cache(lambda: read_eval_data(options.eval_data, inputs)))
+    data.calibration()
+    data.evaluation()
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))
     mod = frontend.import_to_relax(canonical)
-    # NOTE: pruning before quantization: channel removal and reconstruction work on float weights, and
-    # calibration then measures the ranges of the pruned model.
-    from . import weight_compression
-
-    mod = weight_compression.fold_affine(mod, options)  # NOTE: before pruning: magnitudes as the layer scales them
-    mod, pruning = _prune(mod, options, inputs, calibration)
-    pruned = mod
-    mod, clustering = weight_compression.cluster(
-        mod, options, calibration() if options.cluster_bits is not None else None
-    )
-    before_quantization = mod  # what verification's int8 fallback re-quantizes
-    mod, quantization = _quantize(mod, options, preset, inputs, calibration)
-    quantized = mod if quantization is not None else None
-    mod, sparse_layers = weight_compression.sparse_kernels(mod, options, preset)
+    mod, steps = pipeline.compress(mod, options, preset, data)
 
     from .build import build_library  # local: imports tvm's compiler stack
     from .memory_plan import DynamicShapeError, record_memory_plan
-    from .relax_stats import constant_bytes
     from .report import write_report
 
     with ArtifactWriter(output, read_paths) as writer:
@@ -193,127 +164,21 @@ def _compile_once(
         except DynamicShapeError as err:
             log.warning("no peak activation memory: %s (dynamic shapes; fix them with --input-shape)", err)
             memory_plan = None
-        verification = {"runner": preset.runner}
-        if preset.runner != "native":
-            verification["elf"] = _verify_foreign_library(library, preset)
-        frontend_options = {k: v for k, v in options.to_json().items() if k in ("input_shapes", "const_inputs")}
-        passes = [
-            {"name": "frontend.canonicalize", "options": frontend_options},
-            {"name": "frontend.import_to_relax", "options": {}},
-        ]
-        if weight_compression.fold_affine_applies(options):  # runs before pruning
-            passes.append({"name": "tvmcompress.FoldChannelAffine", "options": {}})
-        if pruning is not None:
-            passes.append({"name": "tvmcompress.prune", "options": pruning["config"]})
-        if clustering is not None:
-            passes.append({"name": "tvmcompress.ClusterWeights", "options": {"bits": options.cluster_bits}})
-        if sparse_layers and any(d["sparse"] for d in sparse_layers):
-            passes.append({"name": "tvmcompress.SparseDense",
-                           "options": {"layers": [d["layer"] for d in sparse_layers if d["sparse"]]}})
-        if quantization is not None and "smoothquant" in quantization:  # on the float module, before quantize
-            smoothing = quantization["smoothquant"]
-            passes.append({"name": "tvmcompress.SmoothQuant",
-                           "options": {"alpha": smoothing["alpha"], "smoothed_layers": smoothing["smoothed_layers"]}})
-        if quantization is not None:
-            passes.append(
-                {"name": "tvmcompress.fold_prequantized", "options": {}} if "config" not in quantization
-                else {"name": "tvmcompress.quantize", "options": quantization["config"]}
-            )
-        if result.tuning is not None:
-            passes.append({"name": "tvmcompress.tune", "options": asdict(options.tune)})
-        passes.append({"name": result.pipeline, "options": {"winograd": options.winograd}})
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "versions": _versions(),
-            "model_name": _model_name(model),
-            "separate_weights": options.separate_weights,
-            "target": {
-                "preset": preset.name,
-                "json": presets.full_target_json(preset),
-                "arch": preset.arch,
-                "runner": preset.runner,
-                "requires": sorted(preset.requires),
-                "isa_features": isa_features(preset.tvm_target),
-            },
-            # A sub-byte input or output (int4, ...) also records the dtype that model.so takes for it.
-            "inputs": [_io_entry(s) for s in inputs],
-            "outputs": [_io_entry(s) for s in outputs],
-            "passes": passes,
-            "sizes": {
-                "source_model_bytes": len(source_bytes),
-                "weights_bytes": constant_bytes(mod),
-                # As the kernels read them: packed, Winograd-transformed (null for CUDA builds).
-                "built_weights_bytes": result.built_weights_bytes,
-                "library_bytes": os.path.getsize(library),
-                "runtime_bytes": runtime_size,
-            },
-            "memory": memory_plan.to_json() if memory_plan is not None else None,
-            "hashes": {
-                "source_model": hashlib.sha256(source_bytes).hexdigest(),
-                "inputs": {
-                    **({"calibration": sha256_file(options.calibration)} if options.calibration else {}),
-                    **({"eval_data": sha256_file(options.eval_data)} if options.eval_data else {}),
-                },
-                LIBRARY_NAME: sha256_file(library),
-                # Checked with model.so's on every load (Artifact.verify_files): a damaged weights file or
-                # Relax module is refused in one line before anything reads it.
-                **{name: sha256_file(writer.path(name)) for name in (WEIGHTS_NAME, RELAX_MODULE_NAME)
-                   if os.path.isfile(writer.path(name))},
-            },
-            "verification": verification,
-            "build_seconds": round(time.perf_counter() - start, 3),
-        }
-        if pruning is not None:
-            manifest["pruning"] = pruning
-        if clustering is not None:
-            manifest["clustering"] = clustering
-        if sparse_layers is not None:
-            manifest["sparse_layers"] = sparse_layers
-        if options.cluster_bits is not None or options.compress_weights:
-            from .weight_sizes import weights_breakdown
-
-            manifest["sizes"]["weights_breakdown"] = weights_breakdown(
-                source_model, pruned if pruning is not None else None, quantized, mod, options.cluster_bits,
-                writer.path(WEIGHTS_NAME) if result.weights is not None else None,
-            )
-        if quantization is not None:
-            manifest["quantization"] = quantization
-        if result.tuning is not None:
-            manifest["tuning"] = result.tuning
-        if result.weights is not None:
-            manifest["sizes"]["weights_file_bytes"] = os.path.getsize(writer.path(WEIGHTS_NAME))
-        manifest["sizes"]["flash_bytes"] = flash_bytes(manifest["sizes"])
+        manifest = build_manifest(
+            directory=writer.tmpdir, model_name=_model_name(model), source_bytes=source_bytes,
+            source_model=source_model, preset=preset, io=(inputs, outputs), options=options, steps=steps, mod=mod,
+            result=result, runtime_size=runtime_size, memory_plan=memory_plan)
+        manifest["build_seconds"] = round(time.perf_counter() - start, 3)
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
         # Inside the writer: a wrong build leaves nothing at OUT. Artifact reads the manifest just written.
-        manifest["verification"] = {**verification, **_verify(
-            Artifact(writer.tmpdir), source_model, canonical, options, quantization, pruning, clustering,
-            calibration, before_quantization, fallback)}
+        manifest["verification"] = {**manifest["verification"], **verify_compressed(
+            Artifact(writer.tmpdir), source_model, canonical, options, steps, data.calibration, fallback)}
         write_json(writer.path(MANIFEST_NAME), manifest)
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
-
-
-def _verify(artifact, source_model, canonical, options, quantization, pruning, clustering, calibration,
-            before_quantization, fallback) -> dict[str, Any]:
-    """The manifest's verification section (tvmcompress/verify.py) of the build in `artifact`."""
-    from .verify import layers_to_float, verify_build
-
-    compressed = "+".join(
-        ([quantization["config"]["mode"] if "config" in quantization else "prequantized"] if quantization else [])
-        + (["pruned"] if pruning is not None else []) + (["clustered"] if clustering is not None else []))
-    int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
-    fallback_layers = (lambda: layers_to_float(before_quantization, options.quantize, calibration(),
-                                               options.min_sqnr)) if int8 and fallback is None else None
-    record = verify_build(artifact, source_model, canonical, options, compressed or None,
-                          calibration() if options.calibration else None, fallback_layers)
-    return {**record, "quality_floor_fallback": fallback} if fallback is not None else record
-
-
-def _io_entry(spec: frontend.TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype, **sub_byte_io.manifest_entry(spec.dtype)}
 
 
 def _model_name(model: ModelSource) -> str | None:
@@ -330,136 +195,11 @@ def _save_relax_module(mod, path: str) -> None:
         f.write(tvm.ir.save_json(mod))
 
 
-def _calibration_batches(path: str | None, inputs) -> list | None:
-    """The calibration .npz at `path`, checked against the model's inputs, as a list of model calls; None
-    without one."""
-    if not path:
-        return None
-    from .data import iterate_batches, load_npz, validate_inputs, validate_values
-
-    arrays = load_npz(path)
-    validate_inputs(arrays, inputs, source=f"calibration file {path}")
-    validate_values(arrays, inputs, source=f"calibration file {path}")
-    return list(iterate_batches(arrays, inputs))
-
-
-def _prune(mod, options: CompileOptions, inputs, read_calibration) -> tuple[Any, dict | None]:
-    """Apply --prune (tvmcompress.pruning); the calibration .npz (`read_calibration()`), when given, feeds the
-    activation criterion, layer ranking and reconstruction."""
-    if options.prune is None:
-        return mod, None
-    from .pruning import prune
-
-    calibration = read_calibration()
-    if options.prune_budget is not None:  # per-group ratios from measured sensitivity (prune_budget.py)
-        from .prune_budget import prune_within_budget
-
-        return prune_within_budget(mod, options.prune, calibration, _eval_data(options.eval_data, inputs),
-                                   options.prune_budget)
-    return prune(mod, options.prune, calibration)
-
-
-def _quantize(
-    mod, options: CompileOptions, preset: presets.TargetPreset, inputs, read_calibration
-) -> tuple[Any, dict | None]:
-    """Apply --quantize: calibrate on the .npz (static int8), with the activation type the target's int8 dot
-    product takes (x86 vpdpbusd multiplies uint8 by int8; ARM sdot int8 by int8).
-
-    A pre-quantized model (QDQ or QOperator, e.g. from onnxruntime's quantize_static) keeps its own quantization:
-    its Q/DQ are folded into integer kernels whether or not --quantize is given, and --quantize is an error."""
-    from .passes.quantize import fold_prequantized, is_prequantized
-
-    if is_prequantized(mod):
-        if options.quantize is not None:
-            raise TvmcompressError(
-                "the model is already quantized (QuantizeLinear/DequantizeLinear or QLinear* ops): drop --quantize "
-                f"{options.quantize.mode}; its own quantization is compiled to integer kernels"
-            )
-        return fold_prequantized(mod)
-    if options.quantize is None:
-        return mod, None
-    import tvm
-
-    from .passes.quantize import quantize
-    from .schedules.int8_rules import dot_intrin_for
-
-    config = options.quantize
-    if config.mode in ("int8", "dynamic-int8"):
-        x86 = str(preset.tvm_target.get("mtriple", "x86_64")).startswith("x86_64")
-        config = dataclasses.replace(config, activation_dtype="uint8" if x86 else "int8")
-        is_llvm = preset.tvm_target.get("kind") == "llvm"
-        intrin = dot_intrin_for(tvm.target.Target(preset.tvm_target)) if is_llvm else None
-        if intrin is not None and intrin.int16_pairs and config.mode == "int8":
-            # AVX2's vpmaddubsw saturates byte-pair sums to int16: 7-bit weights never do (int8_intrinsics.py).
-            config = dataclasses.replace(config, weight_bits=7)
-        if is_llvm and intrin is None:
-            log.warning(
-                "target %s has no fast int8 dot product (AVX2, AVX512-VNNI, or ARM dotprod): int8 layers will "
-                "run on widening multiplies and may not beat float32; consider %s",
-                preset.name, "x86-64-avx512" if x86 else "aarch64-dotprod",
-            )
-    if config.mode in ("int8", "dynamic-int8") and preset.tvm_target.get("kind") == "llvm":
-        # NOTE: what the CPU pipeline does to float graphs, done before quantizing. Its ConvertLayout cannot see
-        # through quantize/dequantize, so converting the int8 graph left transposes around every quantize and
-        # ran pooling in NCHW (2.3 of ResNet-18's 18.7 ms int8 kernel time, profiled); and BatchNorm folded into
-        # the weights leaves one add in the requantize epilogue instead of subtract, divide, multiply, add.
-        # channels_last also turns the importer's Clip (ReLU6) into maximum/minimum: as call_tir it ran in NCHW
-        # between two transposes, in float, and HoistQuantize could not move the next layer's quantize through it
-        # (0.7 of MobileNetV2's 5.2 ms int8 kernel time, profiled).
-        from .passes.fold_channel_affine import FoldChannelAffine
-        from .passes.quantize import prepare_for_quantization
-        from .schedules.cpu_pipeline import channels_last
-
-        mod = channels_last(FoldChannelAffine()(prepare_for_quantization(mod)))
-    calibration = read_calibration()
-    smoothing = None
-    if config.smoothquant is not None:
-        # NOTE: on the float module, before int8 calibration: calibration then measures the smoothed ranges.
-        from .passes.smooth_quant import smooth_quant
-
-        mod, smoothing = smooth_quant(mod, calibration, config.smoothquant, config.exclude)
-    if options.eval_data and config.mode == "int8":
-        quantized, record = _quantize_with_eval_data(mod, config, calibration, options, inputs)
-    else:
-        quantized, record = quantize(mod, config, calibration)
-    if smoothing is not None:
-        record["smoothquant"] = smoothing
-    return quantized, record
-
-
-def _eval_data(path: str, inputs):
-    """The eval .npz as quant_analysis.EvalData (model calls + optional labels)."""
-    from .data import LABEL_KEY, iterate_batches, load_npz, validate_inputs, validate_values
-    from .quant_analysis import EvalData
-
-    arrays = load_npz(path)
-    validate_inputs(arrays, inputs, source=f"eval data file {path}")
-    validate_values(arrays, inputs, source=f"eval data file {path}")
-    labels = arrays.pop(LABEL_KEY, None)
-    return EvalData(tuple(iterate_batches(arrays, inputs)), labels)
-
-
-def _quantize_with_eval_data(mod, config, calibration, options: CompileOptions, inputs):
-    """int8 with --eval-data: the fp32 and int8 metric go into the record (and report.json). With
-    --accuracy-budget, layers return to float, most sensitive first, until the eval metric is within budget; the
-    per-layer analysis that ranks them (one build per layer) runs only when the fallback is needed."""
-    from .quant_analysis import measure_quantized, quantize_within_budget
-
-    data = _eval_data(options.eval_data, inputs)
-    if options.accuracy_budget is not None:
-        return quantize_within_budget(mod, config, calibration, data, options.accuracy_budget)
-    from .passes.quantize import quantize
-
-    quantized, record = quantize(mod, config, calibration)
-    record["eval"] = measure_quantized(mod, quantized, data)
-    return quantized, record
-
-
 def analyze(
     model: ModelSource,
     calibration: str | os.PathLike,
     eval_data: str | os.PathLike | None = None,
-    config: "QuantizeConfig | None" = None,
+    config: QuantizeConfig | None = None,
     input_shapes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """int8 sensitivity of each conv/matmul (tvmcompress/quant_analysis.py): output SQNR against fp32 and the
@@ -471,8 +211,8 @@ def analyze(
     canonical = frontend.canonicalize(frontend.load_model(model), input_shapes or {})
     frontend.check_supported(canonical)
     inputs, _ = frontend.model_io(canonical)
-    batches = _calibration_batches(os.fspath(calibration), inputs)
-    data = _eval_data(os.fspath(eval_data), inputs) if eval_data is not None else None
+    batches = calibration_calls(os.fspath(calibration), inputs)
+    data = read_eval_data(os.fspath(eval_data), inputs) if eval_data is not None else None
     mod = frontend.import_to_relax(canonical)
     if is_prequantized(mod):
         raise TvmcompressError("the model is already quantized: analyze its float version")

@@ -533,7 +533,7 @@ def _cmd_analyze(args) -> int:
     from . import api
     from .config import parse_input_shape
     from .passes.quantize_config import QuantizeConfig
-    from .quant_analysis import format_analysis
+    from .passes.quant_analysis import format_analysis
 
     config = QuantizeConfig(calibration_method=args.calibration_method, percentile=args.percentile,
                             bias_correction=not args.no_bias_correction)

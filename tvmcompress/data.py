@@ -180,3 +180,27 @@ def iterate_batches(data: dict[str, np.ndarray], inputs: Sequence) -> Iterator[d
             b = spec.shape[0] if spec.shape else 1
             batch[spec.name] = data[spec.name][i * b : (i + 1) * b] if spec.shape else data[spec.name][i]
         yield batch
+
+
+def calibration_calls(path: str | None, inputs: Sequence) -> list[dict[str, np.ndarray]] | None:
+    """The calibration .npz at `path`, checked against the model's inputs, as a list of model calls; None
+    without one."""
+    if not path:
+        return None
+    arrays = load_npz(path)
+    validate_inputs(arrays, inputs, source=f"calibration file {path}")
+    validate_values(arrays, inputs, source=f"calibration file {path}")
+    return list(iterate_batches(arrays, inputs))
+
+
+def eval_data(path: str | None, inputs: Sequence):
+    """The eval .npz at `path` as passes.quant_analysis.EvalData (model calls + optional labels); None without."""
+    if not path:
+        return None
+    from .passes.quant_analysis import EvalData
+
+    arrays = load_npz(path)
+    validate_inputs(arrays, inputs, source=f"eval data file {path}")
+    validate_values(arrays, inputs, source=f"eval data file {path}")
+    labels = arrays.pop(LABEL_KEY, None)
+    return EvalData(tuple(iterate_batches(arrays, inputs)), labels)

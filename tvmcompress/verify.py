@@ -407,7 +407,7 @@ def layers_to_float(mod, config, calibration: Sequence[Mapping[str, np.ndarray]]
     module measured here). No labels: sensitivity is each layer's effect on the output alone
     (quant_analysis.analyze_layers), then layers return to float in that order until the floor holds."""
     from .passes.quantize import prepare_for_quantization, quantize
-    from .quant_analysis import EvalData, analyze_layers, evaluate, fp32_reference
+    from .passes.quant_analysis import EvalData, analyze_layers, evaluate, fp32_reference
 
     calibration = list(calibration)
     data = EvalData(tuple(dict(b) for b in calibration[:CALIBRATION_SAMPLES]))
@@ -425,3 +425,21 @@ def layers_to_float(mod, config, calibration: Sequence[Mapping[str, np.ndarray]]
         if metric["sqnr_db"] >= floor_db + margin_db:
             break
     return chosen
+
+
+def verify_compressed(artifact, source: onnx.ModelProto, canonical: onnx.ModelProto, options, steps, calibration,
+                      fallback: dict | None) -> dict[str, Any]:
+    """verify_build for the build in `artifact` that pipeline.compress's `steps` made; `calibration()` reads the
+    calibration calls. `fallback`: the record of the quality-floor fallback that led to this build, if any."""
+    from .pipeline import section, stage_input
+
+    quantization, pruning, clustering = (section(steps, name) for name in ("quantization", "pruning", "clustering"))
+    compressed = "+".join(
+        ([quantization["config"]["mode"] if "config" in quantization else "prequantized"] if quantization else [])
+        + (["pruned"] if pruning is not None else []) + (["clustered"] if clustering is not None else []))
+    int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
+    fallback_layers = (lambda: layers_to_float(stage_input(steps, "quantize"), options.quantize, calibration(),
+                                               options.min_sqnr)) if int8 and fallback is None else None
+    record = verify_build(artifact, source, canonical, options, compressed or None,
+                          calibration() if options.calibration else None, fallback_layers)
+    return {**record, "quality_floor_fallback": fallback} if fallback is not None else record

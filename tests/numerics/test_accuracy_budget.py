@@ -15,7 +15,7 @@ from digits_models import BATCH, accuracy
 
 from tvmcompress.errors import TvmcompressError
 from tvmcompress.passes.quantize_config import QuantizeConfig
-from tvmcompress.quant_analysis import EvalData, quantize_within_budget, sensitivity_order
+from tvmcompress.passes.quant_analysis import EvalData, quantize_within_budget, sensitivity_order
 
 BUDGET = 1.0
 

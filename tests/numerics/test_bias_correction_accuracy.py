@@ -13,7 +13,7 @@ from digits_models import BATCH, calibration
 
 from tvmcompress.passes.quantize import prepare_for_quantization, quantize
 from tvmcompress.passes.quantize_config import QuantizeConfig
-from tvmcompress.quant_analysis import EvalData, evaluate, fp32_reference
+from tvmcompress.passes.quant_analysis import EvalData, evaluate, fp32_reference
 
 
 @pytest.mark.slow  # four builds (~30-80 s on the shared machine); the pass's own test is in tests/passes

@@ -34,7 +34,7 @@ from tvmcompress.passes.equalize_conv_inputs import (
 from tvmcompress.passes.fold_channel_affine import FoldChannelAffine
 from tvmcompress.passes.quantize import prepare_for_quantization
 from tvmcompress.passes.quantize_config import QuantizeConfig
-from tvmcompress.quant_analysis import _fake_quantized, sqnr_db
+from tvmcompress.passes.quant_analysis import _fake_quantized, sqnr_db
 
 # Half the measured gain per output (see above; YOLOv8: boxes 11.4 -> 12.7 dB, scores -0.7 -> 4.4 dB).
 GAIN_DB = {"picodet": {"boxes": 1.5, "scores": 3.4}, "yolov8": {"boxes": 0.6, "scores": 2.5}}

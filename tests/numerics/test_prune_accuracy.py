@@ -15,7 +15,7 @@ import pytest
 from digits_models import BATCH, accuracy
 
 from tvmcompress.passes.prune_config import PruneConfig
-from tvmcompress.pruning import prune
+from tvmcompress.passes.prune import prune
 
 # 35 batches: the re-fitted final Dense layer sees one equation per image, so generalization wants many; with 200
 # images channel:0.5 measured 97-98%.

@@ -23,7 +23,7 @@ from tvm import relax
 import tvmcompress
 from tvmcompress.config import CompileOptions
 from tvmcompress.passes.prune_config import PruneConfig
-from tvmcompress.pruning import prune
+from tvmcompress.passes.prune import prune
 
 CALIBRATION_IMAGES = 1400
 SPEC = "channel:0.75"

@@ -31,7 +31,7 @@ from tvmcompress.frontend import load_model
 from tvmcompress.passes.quantize import prepare_for_quantization, quantize
 from tvmcompress.passes.quantize_config import QuantizeConfig
 from tvmcompress.passes.smooth_quant import smooth_quant
-from tvmcompress.quant_analysis import EvalData, evaluate, fp32_reference
+from tvmcompress.passes.quant_analysis import EvalData, evaluate, fp32_reference
 
 SQNR_GAIN_DB = 5.0
 

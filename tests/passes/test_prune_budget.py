@@ -18,8 +18,8 @@ from tvmcompress.errors import TvmcompressError
 from tvmcompress.frontend import canonicalize, import_to_relax
 from tvmcompress.passes.prune_config import PruneConfig
 from tvmcompress.passes.prune_unstructured import choose_masks
-from tvmcompress.prune_budget import Sensitivity, Unit, allocate, budget_units
-from tvmcompress.pruning import prepare_for_pruning, prune
+from tvmcompress.passes.prune_budget import Sensitivity, Unit, allocate, budget_units
+from tvmcompress.passes.prune import prepare_for_pruning, prune
 
 A, B, C = Unit("channel", "a", (0.5, 0.25, 0.0)), Unit("channel", "b", (0.5, 0.0)), Unit("unstructured", "c",
                                                                                          (0.8, 0.4, 0.0))

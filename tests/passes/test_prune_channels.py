@@ -13,7 +13,7 @@ from tvm.script import relax as R
 from tvmcompress.frontend import canonicalize, import_to_relax
 from tvmcompress.passes.channel_groups import analyze_channels
 from tvmcompress.passes.prune_channels import PruneChannels, choose_channels, kept_count
-from tvmcompress.pruning import layer_macs, prepare_for_pruning
+from tvmcompress.passes.prune import layer_macs, prepare_for_pruning
 
 RNG = np.random.default_rng(0)
 W1 = RNG.standard_normal((4, 2, 1, 1)).astype(np.float32)

@@ -13,7 +13,7 @@ from tvm.script import relax as R
 from tvmcompress.frontend import canonicalize, import_to_relax
 from tvmcompress.passes.channel_groups import analyze_channels
 from tvmcompress.passes.prune_unstructured import PruneUnstructured, choose_masks
-from tvmcompress.pruning import prepare_for_pruning
+from tvmcompress.passes.prune import prepare_for_pruning
 
 W = np.array([[0.5, -0.1, 2.0], [0.05, -3.0, 0.2]], np.float32)  # [K=2, N=3]
 MASK = np.abs(W) > 0.3  # the 3 largest of 6: sparsity 0.5
@@ -82,7 +82,7 @@ def test_sparsified_cnn_matches_onnxruntime_with_same_zeros(test_cnn, scope):
 
 def test_prune_orchestration_runs_nm_from_the_block_pass_and_records_it():
     from tvmcompress.passes.prune_config import PruneConfig
-    from tvmcompress.pruning import prune
+    from tvmcompress.passes.prune import prune
 
     pruned, record = prune(Before, PruneConfig.parse("2:4"))
     assert record["steps"] == [{"step": "2:4", "layers": 1}]

@@ -12,7 +12,7 @@ from tvm.script import relax as R
 from tvmcompress.frontend import canonicalize, import_to_relax
 from tvmcompress.passes.prune_config import PruneConfig
 from tvmcompress.passes.reconstruct import ReplaceLayerWeights, _solve, im2col
-from tvmcompress.pruning import prepare_for_pruning, prune
+from tvmcompress.passes.prune import prepare_for_pruning, prune
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((3, 2, 3, 3)).astype(np.float32)

@@ -14,7 +14,7 @@ from tvmcompress.passes.bsr_kernels import to_bsr
 from tvmcompress.passes.prune_block import PruneBlock, block_mask
 from tvmcompress.passes.sparse_dense import SparseDense, find_block_sparse_matmuls
 from tvmcompress.schedules.cpu_pipeline import cpu_pipeline
-from tvmcompress.sparse_decision import decide_sparse_layers
+from tvmcompress.passes.sparse_decision import decide_sparse_layers
 from tvmcompress.targets import presets
 
 # [K=4, N=8] in 2x4 tiles: tile (rows 0-1, cols 0-3) and tile (rows 2-3, cols 4-7) are nonzero.

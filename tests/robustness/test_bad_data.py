@@ -17,7 +17,7 @@ import pytest
 from tvmcompress.artifact import write_json
 from tvmcompress.data import MAX_PLAUSIBLE_MAGNITUDE, validate_values
 from tvmcompress.errors import TvmcompressError
-from tvmcompress.quant_analysis import sqnr_db
+from tvmcompress.passes.quant_analysis import sqnr_db
 
 from .bad_input_support import expect_user_error, good_inputs, tiny_model
 

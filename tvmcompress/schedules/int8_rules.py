@@ -22,6 +22,8 @@ Two pieces, used together:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -40,10 +42,35 @@ from .int8_intrinsics import (
 
 __all__ = [
     "AVX2", "BLOCK_NAME", "DotIntrin", "Int8DotProduct", "VNNI", "SDOT", "dot_intrin_for", "make_int8_legalize_map",
-    "pack_weight",
+    "pack_weight", "int8_scheme",
 ]
 
+log = logging.getLogger(__name__)
+
 BLOCK_NAME = "int8_dot_product"
+
+
+def int8_scheme(config, preset):
+    """The QuantizeConfig (passes/quantize_config.py) whose integer types the target's int8 dot product takes:
+    uint8 activations on x86 (vpdpbusd / vpmaddubsw multiply uint8 by int8), int8 on ARM (sdot: int8 by int8);
+    7-bit weights where the dot product sums byte pairs in saturating int16 (AVX2 without VNNI). Other modes and
+    targets keep `config`. `preset` is a targets.presets.TargetPreset."""
+    if config.mode not in ("int8", "dynamic-int8"):
+        return config
+    x86 = str(preset.tvm_target.get("mtriple", "x86_64")).startswith("x86_64")
+    config = dataclasses.replace(config, activation_dtype="uint8" if x86 else "int8")
+    is_llvm = preset.tvm_target.get("kind") == "llvm"
+    intrin = dot_intrin_for(tvm.target.Target(preset.tvm_target)) if is_llvm else None
+    if intrin is not None and intrin.int16_pairs and config.mode == "int8":
+        # AVX2's vpmaddubsw saturates byte-pair sums to int16: 7-bit weights never do (int8_intrinsics.py).
+        config = dataclasses.replace(config, weight_bits=7)
+    if is_llvm and intrin is None:
+        log.warning(
+            "target %s has no fast int8 dot product (AVX2, AVX512-VNNI, or ARM dotprod): int8 layers will "
+            "run on widening multiplies and may not beat float32; consider %s",
+            preset.name, "x86-64-avx512" if x86 else "aarch64-dotprod",
+        )
+    return config
 _MAX_TILE_ROWS = 8
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SparseDecision", "decide_sparse_layers", "DEFAULT_MIN_SPEEDUP"]
+__all__ = ["SparseDecision", "decide_sparse_layers", "sparse_candidates", "DEFAULT_MIN_SPEEDUP"]
 
 # Below ~1.2x a layer-level win is within the noise of a loaded machine and can turn into a loss in the model
 # (the sparse kernel does not fuse the bias/activation epilogue that the dense one does).
@@ -46,7 +46,7 @@ def _one_layer_modules(candidate, weight: np.ndarray):
     import tvm
     from tvm import relax
 
-    from .passes.sparse_dense import SparseDense
+    from .sparse_dense import SparseDense
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((candidate.rows, weight.shape[0]), str(weight.dtype)))
@@ -79,13 +79,27 @@ def _time_pair(dense_ex, sparse_ex, rows: int, k: int, dtype: str) -> tuple[floa
     return statistics.median(samples[0]), statistics.median(samples[1])
 
 
+def sparse_candidates(mod):
+    """The module in prepare_for_quantization's form, on which the block-sparse matmuls are found and measured,
+    or None when it has none (then nothing needs deciding). Cheap first: most models have no half-zero 2-D float
+    constant, and then nothing is prepared."""
+    from ..weight_sizes import module_constants
+    from .quantize import prepare_for_quantization
+    from .sparse_dense import find_block_sparse_matmuls
+
+    if not any(c.ndim == 2 and c.dtype.kind == "f" and np.mean(c == 0) >= 0.5 for c in module_constants(mod)):
+        return None
+    prepared = prepare_for_quantization(mod)
+    return prepared if find_block_sparse_matmuls(prepared) else None
+
+
 def decide_sparse_layers(mod, preset, min_speedup: float = DEFAULT_MIN_SPEEDUP) -> list[SparseDecision]:
     """One decision per block-sparse candidate matmul of `mod` for the target preset."""
     import tvm
 
-    from .passes.quant_rules import constant_value
-    from .passes.sparse_dense import find_block_sparse_matmuls
-    from .schedules.cpu_pipeline import cpu_pipeline
+    from .quant_rules import constant_value
+    from .sparse_dense import find_block_sparse_matmuls
+    from ..schedules.cpu_pipeline import cpu_pipeline
 
     candidates = find_block_sparse_matmuls(mod)
     if not candidates:

@@ -34,8 +34,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .errors import TvmcompressError
-from .passes.prune_config import OVERRIDABLE, PruneConfig
+from ..errors import TvmcompressError
+from .prune_config import OVERRIDABLE, PruneConfig
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,9 @@ def _levels(ratio: float, count: Callable[[float], int]) -> tuple[float, ...]:
 
 def budget_units(mod: tvm.IRModule, config: PruneConfig, calibration: Sequence[Batch] | None) -> list[Unit]:
     """The units of `config`'s channel and unstructured steps on a module prepared for pruning."""
-    from .passes.channel_groups import analyze_channels
-    from .passes.prune_channels import kept_count, prunable_group_sizes
-    from .passes.prune_unstructured import choose_masks
+    from .channel_groups import analyze_channels
+    from .prune_channels import kept_count, prunable_group_sizes
+    from .prune_unstructured import choose_masks
 
     units = []
     step = config.step("channel")
@@ -151,7 +151,7 @@ def budget_units(mod: tvm.IRModule, config: PruneConfig, calibration: Sequence[B
             # The sparsity the global threshold gives each layer becomes that layer's spec ratio.
             activations = None
             if config.criterion == "activation":
-                from .pruning import activation_means
+                from .prune import activation_means
 
                 inputs = sorted({l.input_var for l in analyze_channels(mod).layers.values()})
                 activations = activation_means(mod, inputs, calibration)
@@ -237,7 +237,7 @@ def prune_within_budget(
 ) -> tuple[tvm.IRModule, dict[str, Any]]:
     """`prune` with per-unit ratios chosen so that the eval metric loses at most `budget` points (module
     docstring). `data`: eval data with `.batches` (model calls) and `.labels` (None or one int per row)."""
-    from .pruning import prepare_for_pruning, prune
+    from .prune import prepare_for_pruning, prune
 
     if not budget >= 0:
         raise TvmcompressError(f"--prune-budget must be >= 0 points, got {budget}")

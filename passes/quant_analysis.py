@@ -25,14 +25,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .errors import TvmcompressError
-from .passes.bias_correction import CorrectBias, measure_bias_corrections
-from .passes.calibrate import ExposeObservationPoints, calibrate
-from .passes.insert_qdq import InsertQDQ
-from .passes.quant_rules import RULES, Layer, find_quantizable_layers
-from .passes.quantize import equalize_conv_inputs, prepare_for_quantization, quantize
-from .passes.quantize_config import QuantizeConfig
-from .passes.quantize_weights import QuantizeWeights
+from ..errors import TvmcompressError
+from .bias_correction import CorrectBias, measure_bias_corrections
+from .calibrate import ExposeObservationPoints, calibrate
+from .insert_qdq import InsertQDQ
+from .quant_rules import RULES, Layer, find_quantizable_layers
+from .quantize import equalize_conv_inputs, prepare_for_quantization, quantize
+from .quantize_config import QuantizeConfig
+from .quantize_weights import QuantizeWeights
 
 log = logging.getLogger(__name__)
 

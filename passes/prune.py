@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import tvm
 
-from .errors import TvmcompressError
-from .passes.prune_config import PruneConfig
+from ..errors import TvmcompressError
+from .prune_config import PruneConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ RECORD_VERSION = 1
 def prepare_for_pruning(mod: tvm.IRModule) -> tvm.IRModule:
     """BatchNorm decomposed into per-channel constants, constants folded (transposed Gemm weights become plain
     constants), unique binding names: the form the channel analysis reads."""
-    from .passes.quantize import prepare_for_quantization
+    from .quantize import prepare_for_quantization
 
     return prepare_for_quantization(mod)
 
 
 def layer_macs(mod: tvm.IRModule) -> dict[str, dict[str, Any]]:
     """{binding: {op, macs, out_channels, weight_size, nonzero}} of every conv2d / matmul with a constant weight."""
-    from .passes.channel_groups import analyze_channels
+    from .channel_groups import analyze_channels
 
     layers = {}
     shapes = {}
@@ -67,7 +67,7 @@ def layer_macs(mod: tvm.IRModule) -> dict[str, dict[str, Any]]:
 
 def activation_means(mod: tvm.IRModule, names: list[str], data) -> dict[str, np.ndarray]:
     """Mean |x| per channel (axis 1 of NCHW, last axis of matmul operands) of the named tensors."""
-    from .passes.reconstruct import collect_tensors
+    from .reconstruct import collect_tensors
 
     values = collect_tensors(mod, names, data)
     means = {}
@@ -81,8 +81,8 @@ def _channel_contributions(mod: tvm.IRModule, analysis, data) -> dict[str, np.nd
     """Criterion 'activation' for channels: what each channel adds to the layers that read it, on calibration
     data: sum over consumers of E[x_c^2] * ||W[c]||^2 (the energy its removal takes from their outputs, ignoring
     correlations). Keyed by each source of the group, as channel_importance expects."""
-    from .passes.channel_groups import channel_positions
-    from .passes.reconstruct import collect_tensors
+    from .channel_groups import channel_positions
+    from .reconstruct import collect_tensors
 
     roots = analysis.prunable_groups()
     consumers = {l.binding: l for r in roots for l in analysis.consumers(r)}
@@ -111,10 +111,10 @@ def prune(
 ) -> tuple[tvm.IRModule, dict[str, Any]]:
     """Apply `config` to `mod` (float32, weights bound as constants). `calibration`: items {input: array} for the
     activation criterion, layer removal and reconstruction. Returns the pruned module and its record."""
-    from .passes.channel_groups import analyze_channels, kept_indices
-    from .passes.prune_channels import PruneChannels, choose_channels, prunable_group_sizes
-    from .passes.prune_unstructured import PruneUnstructured, choose_masks
-    from .passes.reconstruct import reconstruct_layers
+    from .channel_groups import analyze_channels, kept_indices
+    from .prune_channels import PruneChannels, choose_channels, prunable_group_sizes
+    from .prune_unstructured import PruneUnstructured, choose_masks
+    from .reconstruct import reconstruct_layers
 
     data = list(calibration) if calibration is not None else None
     if data is not None and not data:
@@ -132,7 +132,7 @@ def prune(
 
     step = config.step("layer")
     if step is not None:
-        from .passes.prune_layers import PruneLayers, choose_blocks
+        from .prune_layers import PruneLayers, choose_blocks
 
         if data is None:
             raise TvmcompressError("--prune layer:K needs --calibration FILE.npz: blocks are ranked by their output")
@@ -214,7 +214,7 @@ def prune(
 
 def _apply_block_sparsity(mod: tvm.IRModule, step, record: dict) -> tvm.IRModule:
     """block:S:RxC and N:M on Dense/MatMul weights (passes/prune_block.py)."""
-    from .passes.prune_block import PruneBlock, PruneNM, prunable_matmuls
+    from .prune_block import PruneBlock, PruneNM, prunable_matmuls
 
     layers = prunable_matmuls(mod)
     if not layers:
