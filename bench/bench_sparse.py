@@ -46,7 +46,7 @@ def main() -> None:
     from tvmcompress.passes.quantize import prepare_for_quantization
     from tvmcompress.passes.sparse_dense import SparseDense
     from tvmcompress.schedules.cpu_pipeline import cpu_pipeline
-    from tvmcompress.sparse_decision import decide_sparse_layers
+    from tvmcompress.passes.sparse_decision import decide_sparse_layers
     from tvmcompress.targets import cpu_features, presets
 
     block = tuple(int(v) for v in args.block.split("x"))
@@ -101,7 +101,7 @@ Machine: {platform.processor() or platform.machine()}, LLVM CPU `{features.mcpu}
 The encoder of bench/models.py (4 layers, hidden 256, FFN 1024, sequence 128, float32); its 8 FFN matmuls pruned
 with `PruneBlock({args.sparsity}, {block})` ({block[0]}x{block[1]} blocks over the [K, N] weight), the other
 layers dense. Each layer timed alone, dense matmul vs BSR kernel, both through our CPU pipeline, interleaved,
-median of 15 rounds (`tvmcompress.sparse_decision`, which also makes the per-layer choice at compile time;
+median of 15 rounds (`tvmcompress.passes.sparse_decision`, which also makes the per-layer choice at compile time;
 threshold 1.2x).
 
 | layer | weight [K, N] | zero blocks | dense ms | BSR ms | speedup | chosen |
