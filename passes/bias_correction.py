@@ -26,6 +26,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .host_run import host_target
 from .calibrate import ExposeObservationPoints
 from .quant_rules import RULES, QuantRule, constant_value, find_quantizable_layers, rebind
 from .quantize_weights import quantize_per_channel
@@ -116,7 +117,7 @@ def measure_bias_corrections(
     if not layers:
         return {}
     probe = ExposeObservationPoints([b + _ERROR_SUFFIX for b in layers])(_ProbeWeightError(layers, rules, bits)(mod))
-    target = target or tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    target = target or host_target()
     log.info("bias correction: measuring the int8 weight error of %d layers", len(layers))
     vm = relax.VirtualMachine(tvm.compile(probe, target), tvm.cpu())
     names = [param.name for param in mod["main"].params]

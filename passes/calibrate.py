@@ -19,6 +19,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .host_run import host_target
 from ..errors import TvmcompressError
 from .observers import HistogramObserver
 from .quant_rules import RULES, QuantRule, find_quantizable_layers
@@ -89,7 +90,7 @@ def run_instrumented(
 ) -> Iterator[list[np.ndarray]]:
     """Run `mod` with `points` exposed on every calibration item; yield the points' values (in `points` order)
     per item. Checks each item's inputs, logs progress as `what`, and refuses empty data."""
-    target = target or tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    target = target or host_target()
     instrumented = ExposeObservationPoints(points)(mod)
     log.info("%s: compiling the instrumented module (%d observation points)", what, len(points))
     vm = relax.VirtualMachine(tvm.compile(instrumented, target), tvm.cpu())

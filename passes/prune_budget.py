@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from ..errors import TvmcompressError
+from .host_run import run_batches, sqnr_db, top1
 from .prune_config import OVERRIDABLE, PruneConfig
 
 log = logging.getLogger(__name__)
@@ -164,43 +163,14 @@ def budget_units(mod: tvm.IRModule, config: PruneConfig, calibration: Sequence[B
     return units
 
 
-def _host_target() -> tvm.target.Target:
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-
-
-def _first_tensor(value) -> np.ndarray:
-    # A model with several outputs returns a tuple: the metric reads its first output.
-    while not isinstance(value, tvm.runtime.Tensor):
-        value = value[0]
-    return value.numpy()
-
-
-def _run(mod: tvm.IRModule, batches: Sequence[Batch]) -> list[np.ndarray]:
-    """First output of `mod` on each batch, built for this machine (a small model builds in about a second)."""
-    vm = relax.VirtualMachine(tvm.compile(mod, _host_target()), tvm.cpu())
-    names = [param.name for param in mod["main"].params]
-    return [_first_tensor(vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(b[n])) for n in names)))
-            for b in batches]
-
-
-def _predictions(outputs: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([o.reshape(-1, o.shape[-1]).argmax(-1) for o in outputs])
-
-
-def _sqnr_db(reference: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> float:
-    ref = np.concatenate([np.asarray(o, np.float64).ravel() for o in reference])
-    noise = float(np.sum((ref - np.concatenate([np.asarray(o, np.float64).ravel() for o in test])) ** 2))
-    return round(10.0 * math.log10((float(np.sum(ref**2)) + 1e-30) / (noise + 1e-30)), 2)
-
-
 class _Evaluator:
     """The metric of pruned modules on the eval data, against the unpruned module's predictions."""
 
     def __init__(self, dense: tvm.IRModule, data):
         self.batches = list(data.batches)
         self.labels = None if data.labels is None else np.asarray(data.labels).reshape(-1)
-        self.reference = _run(dense, self.batches)
-        self.predictions = _predictions(self.reference)
+        self.reference = run_batches(dense, self.batches)
+        self.predictions = top1(self.reference)
         if self.labels is not None and self.labels.size != self.predictions.size:
             raise TvmcompressError(f"eval data has {self.labels.size} labels for {self.predictions.size} "
                                    "predictions: give one label per output row")
@@ -209,12 +179,12 @@ class _Evaluator:
 
     def metric(self, outputs: Sequence[np.ndarray]) -> tuple[float, float]:
         """(metric %, output SQNR dB against the unpruned model)."""
-        predictions = _predictions(outputs)
+        predictions = top1(outputs)
         truth = self.labels if self.labels is not None else self.predictions
-        return round(100.0 * float(np.mean(predictions == truth)), 3), _sqnr_db(self.reference, outputs)
+        return round(100.0 * float(np.mean(predictions == truth)), 3), sqnr_db(self.reference, outputs)
 
     def __call__(self, mod: tvm.IRModule) -> tuple[float, float]:
-        return self.metric(_run(mod, self.batches))
+        return self.metric(run_batches(mod, self.batches))
 
 
 def _saved(kind: str, record: dict) -> float:

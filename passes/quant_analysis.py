@@ -17,17 +17,16 @@ that metric.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from ..errors import TvmcompressError
 from .bias_correction import CorrectBias, measure_bias_corrections
 from .calibrate import ExposeObservationPoints, calibrate
+from .host_run import build_for_host, first_output, run_batches, sqnr_db, sqnr_from_energies, top1
 from .insert_qdq import InsertQDQ
 from .quant_rules import RULES, Layer, find_quantizable_layers
 from .quantize import equalize_conv_inputs, prepare_for_quantization, quantize
@@ -56,53 +55,13 @@ class EvalData:
             raise TvmcompressError("eval data is empty: give at least one sample")
 
 
-# The SQNR floor: reported for outputs that are NaN/Inf where fp32's are finite (JSON has no -infinity either).
-_SQNR_LIMIT_DB = 300.0
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """10 log10(|ref|^2 / |ref - test|^2); equal tensors give a large finite number (JSON has no infinity)."""
-    reference = np.asarray(reference, np.float64)
-    if not np.isfinite(reference).all():
-        raise TvmcompressError(
-            "the float model's outputs on the eval data are not finite (NaN/Inf): check the data and the weights"
-        )
-    noise = float(np.sum((reference - np.asarray(test, np.float64)) ** 2))
-    signal = float(np.sum(reference**2))
-    return _sqnr_from_energies(signal, noise)
-
-
-def _sqnr_from_energies(signal: float, noise: float) -> float:
-    if not (math.isfinite(signal) and math.isfinite(noise)):  # NaN/Inf outputs: as bad as it gets, and JSON-safe
-        return -_SQNR_LIMIT_DB
-    return max(-_SQNR_LIMIT_DB, round(10.0 * math.log10((signal + 1e-30) / (noise + 1e-30)), 2))
-
-
-def _host_target() -> tvm.target.Target:
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-
-
-def _vm(mod: tvm.IRModule, target: tvm.target.Target | None):
-    return relax.VirtualMachine(tvm.compile(mod, target or _host_target()), tvm.cpu())
-
-
 def _call(vm, mod: tvm.IRModule, batch: Batch) -> list[np.ndarray]:
+    """Every output of one call (the first tensor of each)."""
     names = [param.name for param in mod["main"].params]
     result = vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(batch[name])) for name in names))
     if isinstance(result, tvm.runtime.Tensor):
         return [result.numpy()]
-    return [_first_tensor(item) for item in result]
-
-
-def _first_tensor(value) -> np.ndarray:
-    # A model with several outputs returns a tuple: the metric reads its first output.
-    while not isinstance(value, tvm.runtime.Tensor):
-        value = value[0]
-    return value.numpy()
-
-
-def _predictions(logits: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(out).reshape(-1, out.shape[-1]).argmax(-1) for out in logits])
+    return [first_output(item) for item in result]
 
 
 @dataclass(frozen=True)
@@ -115,7 +74,7 @@ class Reference:
 
 
 def _metric(outputs: Sequence[np.ndarray], data: EvalData, reference: Reference | None) -> dict:
-    predictions = _predictions(outputs)
+    predictions = top1(outputs)
     if data.labels is not None:
         labels = np.asarray(data.labels).reshape(-1)
         if labels.size != predictions.size:
@@ -137,15 +96,14 @@ def _metric(outputs: Sequence[np.ndarray], data: EvalData, reference: Reference 
 def evaluate(mod: tvm.IRModule, data: EvalData, reference: "Reference | None" = None,
              target: tvm.target.Target | None = None) -> tuple[dict, list[np.ndarray]]:
     """(metric, outputs) of `mod` built for this machine, on every eval batch."""
-    vm = _vm(mod, target)
-    outputs = [_call(vm, mod, batch)[0] for batch in data.batches]
+    outputs = run_batches(mod, data.batches, target)
     return _metric(outputs, data, reference), outputs
 
 
 def fp32_reference(mod: tvm.IRModule, data: EvalData, target: tvm.target.Target | None = None) -> Reference:
     """The float model's outputs, predictions and metric on `data`: what int8 is compared with."""
     metric, outputs = evaluate(mod, data, None, target)
-    return Reference(tuple(outputs), _predictions(outputs), metric)
+    return Reference(tuple(outputs), top1(outputs), metric)
 
 
 def measure_quantized(mod: tvm.IRModule, quantized: tvm.IRModule, data: EvalData,
@@ -193,7 +151,7 @@ def analyze_layers(
         corrections = measure_bias_corrections(prepared, calibration, [l.binding for l in layers], RULES, target)
     reference = fp32_reference(prepared, data, target)
     fp32_layers = ExposeObservationPoints([layer.binding for layer in layers])(prepared)
-    fp32_vm = _vm(fp32_layers, target)
+    fp32_vm = build_for_host(fp32_layers, target)
     rows = []
     for index, layer in enumerate(layers):
         log.info("analyze: layer %d/%d %s (%s)", index + 1, len(layers), layer.name, layer.binding)
@@ -216,7 +174,7 @@ def _analyze_layer(prepared, layers: list[Layer], layer: Layer, index: int, tabl
     # NOTE: the layer's output is read at its binding, i.e. before its bias correction: the SQNR is that of the
     # int8 conv/matmul itself (the correction shifts the mean, which SQNR barely sees).
     single = ExposeObservationPoints([layer.binding])(_fake_quantized(prepared, table, corrections, others))
-    vm = _vm(single, target)
+    vm = build_for_host(single, target)
     outputs, signal, noise = [], 0.0, 0.0
     for batch in data.batches:
         model_out, layer_q = _call(vm, single, batch)
@@ -230,7 +188,7 @@ def _analyze_layer(prepared, layers: list[Layer], layer: Layer, index: int, tabl
         "name": layer.name,
         "binding": layer.binding,
         "op": layer.op,
-        "sqnr_db": _sqnr_from_energies(signal, noise),
+        "sqnr_db": sqnr_from_energies(signal, noise),
         "metric": metric["value"],
         "metric_drop": round(reference.metric["value"] - metric["value"], 3),
         "output_sqnr_db": metric["sqnr_db"],

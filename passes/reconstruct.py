@@ -23,6 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .host_run import host_target
 from .calibrate import ExposeObservationPoints
 from .channel_groups import analyze_channels
 from .quant_rules import rebind
@@ -41,7 +42,7 @@ def collect_tensors(
     target: tvm.target.Target | None = None,
 ) -> dict[str, np.ndarray]:
     """Run `mod` on every item of `data` and return the named bindings' values, concatenated on axis 0."""
-    target = target or tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    target = target or host_target()
     vm = relax.VirtualMachine(tvm.compile(_truncate_to(mod, names), target), tvm.cpu())
     params = [p.name for p in mod["main"].params]
     values: dict[str, list[np.ndarray]] = {name: [] for name in names}

@@ -50,6 +50,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .host_run import host_target
 from .calibrate import run_instrumented
 from .quant_rules import RULES, Layer, constant_value, find_quantizable_layers, rebind
 
@@ -74,10 +75,6 @@ def smoothed_layers(mod: tvm.IRModule, exclude: Iterable[str] = ()) -> list[Laye
     ]
 
 
-def _host_target() -> tvm.target.Target:
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-
-
 def measure_channel_absmax(
     mod: tvm.IRModule,
     activations: Iterable[str],
@@ -89,7 +86,7 @@ def measure_channel_absmax(
     if not points:
         return {}
     absmax: dict[str, np.ndarray] = {}
-    for values in run_instrumented(mod, points, calibration_data, target or _host_target(), what="smoothquant"):
+    for values in run_instrumented(mod, points, calibration_data, target or host_target(), what="smoothquant"):
         for name, x in zip(points, values):
             x = np.where(np.isfinite(x), np.abs(x), 0.0).reshape(-1, x.shape[-1])
             batch_max = x.max(axis=0).astype(np.float64)

@@ -202,11 +202,10 @@ def analyze(
     config: QuantizeConfig | None = None,
     input_shapes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """int8 sensitivity of each conv/matmul (tvmcompress/quant_analysis.py): output SQNR against fp32 and the
+    """int8 sensitivity of each conv/matmul (passes/quant_analysis.py): output SQNR against fp32 and the
     eval metric with only that layer quantized; eval data defaults to the calibration data."""
+    from .passes.quant_analysis import analyze_layers
     from .passes.quantize import is_prequantized
-    from .passes.quantize_config import QuantizeConfig
-    from .quant_analysis import analyze_layers
 
     canonical = frontend.canonicalize(frontend.load_model(model), input_shapes or {})
     frontend.check_supported(canonical)

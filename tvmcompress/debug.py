@@ -183,7 +183,9 @@ def _run_unfused(model: onnx.ModelProto, options: CompileOptions, calls) -> list
 
     canonical = frontend.canonicalize(model, dict(options.input_shapes), dict(options.const_inputs))
     mod = frontend.import_to_relax(canonical)
-    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    from .passes.host_run import host_target
+
+    target = host_target()
 
     @tvm.transform.module_pass(opt_level=0, name="tvmcompress.UnfusedLowering")
     def unfused(module, _ctx):
