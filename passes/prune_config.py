@@ -17,8 +17,9 @@ feeds into the layers that read it, E[x_c^2] * ||W[c]||^2; for weights, |w| * me
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import TvmcompressError
 
@@ -194,3 +195,18 @@ class PruneConfig:
         if self.overrides:  # only when set: plain specs keep their manifests (and cache keys) unchanged
             data["overrides"] = [{"step": kind, "name": name, "ratio": ratio} for kind, name, ratio in self.overrides]
         return data
+
+    def to_dict(self) -> dict:
+        """Plain values (a recipe's [options.prune] table); from_dict gives back an equal config."""
+        return self.to_json()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PruneConfig":
+        known = ("spec", "criterion", "reconstruct", "multiple_of", "ridge", "overrides")
+        unknown = sorted(set(data) - set(known))
+        if unknown or "spec" not in data:
+            raise TvmcompressError(f"prune needs 'spec' (such as 'channel:0.5') and takes {', '.join(known[1:])}; "
+                                   f"got {', '.join(sorted(data)) or 'nothing'}")
+        overrides = tuple((o["step"], o["name"], float(o["ratio"])) for o in data.get("overrides", ()))
+        rest = {k: data[k] for k in known[1:-1] if k in data}
+        return cls(parse_prune_spec(data["spec"]), overrides=overrides, **rest)

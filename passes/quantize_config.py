@@ -6,10 +6,11 @@ halfway through calibration. `QParams` is the one record that calibration produc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
-from ..errors import TvmcompressError
+from ..errors import OptionError, TvmcompressError
 
 QuantMode = Literal["int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8"]
 CalibrationMethod = Literal["minmax", "percentile", "entropy", "mse"]
@@ -128,13 +129,13 @@ class QuantizeConfig:
         if self.smoothquant is not None:
             if isinstance(self.smoothquant, bool) or not isinstance(self.smoothquant, (int, float)) \
                     or not 0.0 < self.smoothquant < 1.0:
-                raise TvmcompressError(
-                    f"--smoothquant ALPHA must be between 0 and 1, exclusive (0.5 is typical), got {self.smoothquant!r}"
+                raise OptionError(
+                    f"{{smoothquant}} ALPHA must be between 0 and 1, exclusive (0.5 is typical), got {self.smoothquant!r}"
                 )
             if self.mode not in ("int8", "dynamic-int8"):
-                raise TvmcompressError(
-                    f"--smoothquant applies to --quantize int8 or dynamic-int8 only, not {self.mode}: drop it or "
-                    "change --quantize"
+                raise OptionError(
+                    f"{{smoothquant}} applies to {{quantize=}}int8 or dynamic-int8 only, not {self.mode}: drop it or "
+                    "change {quantize}"
                 )
 
     @property
@@ -145,3 +146,18 @@ class QuantizeConfig:
         record = asdict(self)
         record["exclude"] = list(self.exclude)
         return record
+
+    def to_dict(self) -> dict:
+        """Plain values (a recipe's [options.quantize] table); from_dict gives back an equal config."""
+        return self.to_json()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuantizeConfig":
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise TvmcompressError(f"unknown field(s) {', '.join(unknown)} in quantize: the fields are {', '.join(names)}")
+        values = dict(data)
+        if isinstance(values.get("exclude"), list):
+            values["exclude"] = tuple(values["exclude"])
+        return cls(**values)

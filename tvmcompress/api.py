@@ -36,6 +36,7 @@ from .errors import TvmcompressError
 from .manifest import build_manifest
 from .passes.quantize_config import QuantizeConfig
 from .pipeline import Data
+from .recipe import recipe_of
 from .targets import presets, toolchain
 from .verify import verify_compressed
 
@@ -167,7 +168,7 @@ def _compile_once(
         manifest = build_manifest(
             directory=writer.tmpdir, model_name=_model_name(model), source_bytes=source_bytes,
             source_model=source_model, preset=preset, io=(inputs, outputs), options=options, steps=steps, mod=mod,
-            result=result, runtime_size=runtime_size, memory_plan=memory_plan)
+            result=result, runtime_size=runtime_size, memory_plan=memory_plan, recipe=recipe_of(target, options))
         manifest["build_seconds"] = round(time.perf_counter() - start, 3)
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)

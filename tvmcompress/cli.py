@@ -16,7 +16,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import TvmcompressError
+from .errors import OptionError, TvmcompressError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
@@ -197,6 +197,12 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-ram", metavar="BYTES", help="fail (exit 2) if peak activation memory exceeds this (e.g. 256K)")
     c.add_argument("--max-flash", metavar="BYTES", help="fail (exit 2) if library + weights + runtime exceed this (e.g. 8M)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (artifact, sizes, memory, cache hit) on stdout")
+    p.add_argument("--recipe", metavar="FILE.toml",
+                   help="target and options from a recipe (`tvmcompress recipe OUT` prints one); flags given as "
+                        "well override it")
+
+    p = sub.add_parser("recipe", parents=[common], help="print the recipe (TOML) that an artifact was compiled with")
+    p.add_argument("artifact", help="artifact directory from `tvmcompress compile`")
 
     p = sub.add_parser(
         "debug", parents=[common],
@@ -268,7 +274,7 @@ def _cmd_compile(args) -> int:
     from .config import Budgets, parse_bytes
 
     start = time.perf_counter()
-    options = _compile_options(args)
+    args.target, options = _compile_target_and_options(args)
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
         max_flash_bytes=parse_bytes(args.max_flash, "--max-flash") if args.max_flash else None,
@@ -310,11 +316,58 @@ def _cmd_compile(args) -> int:
     return EXIT_OK
 
 
+# Each compile flag -> the CompileOptions field it sets (`recipe` replaces a field wholesale where any of its flags
+# is given), and the flag that error messages name for a field (errors.OptionError).
+_FLAG_FIELDS = {
+    "input_shape": "input_shapes", "const_input": "const_inputs", "cores": "cores",
+    "tune_trials": "tune", "tune_minutes": "tune", "tuning_db": "tune", "rpc": "tune", "rpc_key": "tune",
+    "quantize": "quantize", "calibration_method": "quantize", "percentile": "quantize", "exclude": "quantize",
+    "no_bias_correction": "quantize", "smoothquant": "quantize", "calibration": "calibration",
+    "prune": "prune", "prune_criterion": "prune", "no_reconstruct": "prune", "separate_weights": "separate_weights",
+    "cluster_bits": "cluster_bits", "compress_weights": "compress_weights",
+    "sparse_min_speedup": "sparse_min_speedup", "eval_data": "eval_data", "accuracy_budget": "accuracy_budget",
+    "prune_budget": "prune_budget", "winograd": "winograd", "verify": "verify",
+    "allow_nonfinite_weights": "allow_nonfinite_weights", "min_sqnr": "min_sqnr",
+}
+FIELD_FLAGS = {
+    "input_shapes": "--input-shape", "const_inputs": "--const-input", "prune.criterion": "--prune-criterion",
+    "tune.trials": "--tune-trials", "tune.minutes": "--tune-minutes", "tune.database_dir": "--tuning-db",
+    "tune.min_speedup": "min_speedup", "winograd": "--no-winograd",
+    "max_ram_bytes": "--max-ram", "max_flash_bytes": "--max-flash",
+}
+
+
+def _compile_target_and_options(args):
+    """(target, CompileOptions) of `compile`: its flags, over the recipe of --recipe when one is given."""
+    if not getattr(args, "recipe", None):
+        return args.target, _compile_options(args)
+    from . import recipe
+    from .config import CompileOptions
+
+    target, base = recipe.read(args.recipe)
+    defaults = _build_parser().parse_args(["compile", args.model, "-o", args.output])
+    given = {dest for dest in _FLAG_FIELDS if getattr(args, dest) != getattr(defaults, dest)}
+    flags, fields = _flag_fields(args), base.to_dict()
+    for field in sorted({_FLAG_FIELDS[dest] for dest in given}):
+        value = flags[field]
+        fields[field] = os.path.abspath(value) if field in ("calibration", "eval_data") and value else value
+    if flags["compress_weights"]:  # it implies --separate-weights, as in CompileOptions.create
+        fields["separate_weights"] = True
+    return (args.target if args.target != defaults.target else target), CompileOptions.from_dict(fields)
+
+
 def _compile_options(args):
     """CompileOptions from the parsed flags of `compile` (which `debug` takes too)."""
-    from .config import CompileOptions, parse_const_input, parse_input_shape
+    from .config import CompileOptions
 
-    return CompileOptions.create(
+    return CompileOptions.create(**_flag_fields(args))
+
+
+def _flag_fields(args) -> dict:
+    """CompileOptions.create's arguments from the flags of `compile`."""
+    from .config import parse_const_input, parse_input_shape
+
+    return dict(
         input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
         const_inputs=dict(parse_const_input(s) for s in args.const_input),
         cores=args.cores,
@@ -574,6 +627,16 @@ def _cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _cmd_recipe(args) -> int:
+    from . import api, recipe
+
+    manifest = api.load(args.artifact).manifest
+    if "recipe" not in manifest:
+        raise TvmcompressError(f"{args.artifact} was compiled by a tvmcompress without recipes: compile it again")
+    sys.stdout.write(recipe.dumps(manifest["recipe"]))
+    return EXIT_OK
+
+
 def _cmd_targets(args) -> int:
     from . import api
 
@@ -598,6 +661,7 @@ _COMMANDS = {
     "cache": _cmd_cache,
     "analyze": _cmd_analyze,
     "debug": _cmd_debug,
+    "recipe": _cmd_recipe,
 }
 
 
@@ -621,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _interrupted(received[-1])
         if debug:
             raise
-        print(f"tvmcompress: error: {err}", file=sys.stderr)
+        message = err.render(FIELD_FLAGS) if isinstance(err, OptionError) else str(err)
+        print(f"tvmcompress: error: {message}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt as err:
         return _interrupted(err.signum if isinstance(err, _Terminated) else received[-1] if received else signal.SIGINT)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from .errors import TvmcompressError
+from .errors import OptionError, TvmcompressError
 from .passes.quantize_config import QuantizeConfig
 from .passes.prune_config import PruneConfig
 
@@ -75,6 +77,10 @@ class RpcTarget:
             raise TvmcompressError("--rpc needs --rpc-key: the key the device's rpc_server registered with")
         return cls(host, int(port), key)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RpcTarget":
+        return cls(**_known_fields(cls, data, "tune.rpc"))
+
 
 @dataclass(frozen=True)
 class TuneConfig:
@@ -98,14 +104,24 @@ class TuneConfig:
     min_speedup: float = 1.03
 
     def __post_init__(self):
+        if isinstance(self.rpc, Mapping):
+            object.__setattr__(self, "rpc", RpcTarget.from_dict(self.rpc))
         if self.trials is None and self.minutes is None and self.database_dir is None:
-            raise TvmcompressError("tuning needs --tune-trials, --tune-minutes or --tuning-db")
-        if self.trials is not None and self.trials < 1:
-            raise TvmcompressError(f"--tune-trials must be at least 1, got {self.trials}")
+            raise OptionError("tuning needs {tune.trials}, {tune.minutes} or {tune.database_dir}")
+        if self.trials is not None and (isinstance(self.trials, bool) or not isinstance(self.trials, int)
+                                        or self.trials < 1):
+            raise OptionError(f"{{tune.trials}} must be at least 1, got {self.trials}")
         if self.minutes is not None and not 0 < self.minutes < float("inf"):  # also NaN
-            raise TvmcompressError(f"--tune-minutes must be positive, got {self.minutes}")
+            raise OptionError(f"{{tune.minutes}} must be positive, got {self.minutes}")
         if self.min_speedup < 1.0:
-            raise TvmcompressError(f"min_speedup must be at least 1.0, got {self.min_speedup}")
+            raise OptionError(f"{{tune.min_speedup}} must be at least 1.0, got {self.min_speedup}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TuneConfig":
+        return cls(**_known_fields(cls, data, "tune"))
 
     @property
     def measures(self) -> bool:
@@ -125,9 +141,9 @@ class Budgets:
     max_flash_bytes: int | None = None
 
     def __post_init__(self):
-        for flag, value in (("--max-ram", self.max_ram_bytes), ("--max-flash", self.max_flash_bytes)):
+        for field_name, value in (("max_ram_bytes", self.max_ram_bytes), ("max_flash_bytes", self.max_flash_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise TvmcompressError(f"{flag} must be a positive number of bytes, got {value!r}")
+                raise OptionError(f"{{{field_name}}} must be a positive number of bytes, got {value!r}")
 
 
 def parse_bytes(text: str, flag: str) -> int:
@@ -188,6 +204,60 @@ class CompileOptions:
     # of accuracy); a model under 10 dB has lost most of its signal (issue 17's int8 PicoDet: 0.4-2.6 dB).
     min_sqnr: float = 10.0
 
+    def __post_init__(self):
+        # Where a config object belongs, a plain value says the same (a recipe, or `quantize="int8"` in Python):
+        # it becomes the config here, so that every CompileOptions holds typed, validated parts.
+        set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        set_field("input_shapes", _freeze_shapes(dict(self.input_shapes)))
+        set_field("const_inputs", _freeze_consts(dict(self.const_inputs)))
+        set_field("quantize", _coerce(self.quantize, "quantize", QuantizeConfig, "QuantizeConfig(mode='int8')",
+                                      lambda text: QuantizeConfig(mode=text)))
+        set_field("prune", _coerce(self.prune, "prune", PruneConfig, "PruneConfig.parse('channel:0.5')",
+                                   PruneConfig.parse))
+        set_field("tune", _coerce(self.tune, "tune", TuneConfig, "TuneConfig(trials=64)", None))
+        for name in ("calibration", "eval_data"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                if not isinstance(value, os.PathLike):
+                    raise OptionError(f"{{{name}=}}must be the path of an .npz file, got {type(value).__name__}")
+                set_field(name, os.fspath(value))
+        cluster_bits, cores = self.cluster_bits, self.cores
+        if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
+            raise OptionError(f"{{cluster_bits}} must be an integer from 1 to 8, got {cluster_bits!r}")
+        if not (isinstance(self.sparse_min_speedup, (int, float)) and self.sparse_min_speedup > 0):
+            raise OptionError(f"{{sparse_min_speedup}} must be positive, got {self.sparse_min_speedup}")
+        if cores is not None and (isinstance(cores, bool) or not isinstance(cores, int) or cores < 1):
+            raise OptionError(f"{{cores}} must be at least 1, got {cores}")
+        quantize, prune, calibration = self.quantize, self.prune, self.calibration
+        if quantize is not None and quantize.mode == "int8" and calibration is None:
+            raise OptionError("{quantize=}int8 needs {calibration=}FILE.npz: a few hundred representative inputs "
+                              "to measure ranges")
+        if quantize is not None and quantize.smoothquant is not None and calibration is None:
+            raise OptionError("{smoothquant} needs {calibration=}FILE.npz: inputs to measure each activation "
+                              "channel's range on")
+        if calibration is not None and (quantize is None or not quantize.needs_calibration) and prune is None \
+                and cluster_bits is None:
+            raise OptionError("{calibration} is used by {quantize=}int8 and {prune} only: drop it or add "
+                              "{quantize=}int8 / {prune}")
+        if prune is not None and prune.needs_calibration and calibration is None:
+            raise OptionError("{prune.criterion=}activation needs {calibration=}FILE.npz: inputs to measure")
+        if not (isinstance(self.min_sqnr, (int, float)) and -100 <= self.min_sqnr <= 200):
+            raise OptionError(f"{{min_sqnr}} must be a number of dB from -100 to 200, got {self.min_sqnr!r}")
+        if self.accuracy_budget is not None:
+            if quantize is None or quantize.mode != "int8" or self.eval_data is None:
+                raise OptionError("{accuracy_budget} needs {quantize=}int8 and {eval_data=}FILE.npz to measure on")
+            if not self.accuracy_budget >= 0:
+                raise OptionError(f"{{accuracy_budget}} must be >= 0 points, got {self.accuracy_budget}")
+        if self.prune_budget is not None:
+            if prune is None or (prune.step("channel") is None and prune.step("unstructured") is None):
+                raise OptionError("{prune_budget} needs {prune} with a channel:R or unstructured:S step, "
+                                  "such as {prune=}channel:0.5")
+            if self.eval_data is None:
+                raise OptionError("{prune_budget} needs {eval_data=}FILE.npz: inputs (+ optional 'label') "
+                                  "to measure the accuracy loss on")
+            if not self.prune_budget >= 0:
+                raise OptionError(f"{{prune_budget}} must be >= 0 points, got {self.prune_budget}")
+
     @classmethod
     def create(
         cls,
@@ -210,58 +280,23 @@ class CompileOptions:
         verify: bool = True,
         min_sqnr: float | None = None,
     ) -> "CompileOptions":
-        if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
-            raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
-        if not sparse_min_speedup > 0:
-            raise TvmcompressError(f"--sparse-min-speedup must be positive, got {sparse_min_speedup}")
-        if cores is not None and cores < 1:
-            raise TvmcompressError(f"cores must be at least 1, got {cores}")
-        if quantize is not None and quantize.mode == "int8" and calibration is None:
-            raise TvmcompressError(
-                "--quantize int8 needs --calibration FILE.npz: a few hundred representative inputs to measure ranges"
-            )
-        if quantize is not None and quantize.smoothquant is not None and calibration is None:
-            raise TvmcompressError(
-                "--smoothquant needs --calibration FILE.npz: inputs to measure each activation channel's range on"
-            )
-        if calibration is not None and (quantize is None or not quantize.needs_calibration) and prune is None \
-                and cluster_bits is None:
-            raise TvmcompressError(
-                "--calibration is used by --quantize int8 and --prune only: drop it or add --quantize int8 / --prune"
-            )
-        if prune is not None and prune.needs_calibration and calibration is None:
-            raise TvmcompressError("--prune-criterion activation needs --calibration FILE.npz: inputs to measure")
-        if min_sqnr is not None and not (isinstance(min_sqnr, (int, float)) and -100 <= min_sqnr <= 200):
-            raise TvmcompressError(f"--min-sqnr must be a number of dB from -100 to 200, got {min_sqnr!r}")
+        """The options as a caller states them: data paths made absolute, numbers made floats,
+        --compress-weights implying --separate-weights; validated by __post_init__."""
         if min_sqnr is not None and not verify:
-            raise TvmcompressError("--min-sqnr is checked by the verification that --no-verify skips: drop one")
-        if accuracy_budget is not None:
-            if quantize is None or quantize.mode != "int8" or eval_data is None:
-                raise TvmcompressError("--accuracy-budget needs --quantize int8 and --eval-data FILE.npz to measure on")
-            if not accuracy_budget >= 0:
-                raise TvmcompressError(f"--accuracy-budget must be >= 0 points, got {accuracy_budget}")
-        if prune_budget is not None:
-            if prune is None or (prune.step("channel") is None and prune.step("unstructured") is None):
-                raise TvmcompressError("--prune-budget needs --prune with a channel:R or unstructured:S step, "
-                                       "such as --prune channel:0.5")
-            if eval_data is None:
-                raise TvmcompressError("--prune-budget needs --eval-data FILE.npz: inputs (+ optional 'label') "
-                                       "to measure the accuracy loss on")
-            if not prune_budget >= 0:
-                raise TvmcompressError(f"--prune-budget must be >= 0 points, got {prune_budget}")
+            raise OptionError("{min_sqnr} is checked by the verification that {verify=False|no_verify} skips: drop one")
         return cls(
             _freeze_shapes(input_shapes), _freeze_consts(const_inputs), cores, tune, quantize,
             # --compress-weights codes the separate weights file: it implies --separate-weights.
             os.path.abspath(calibration) if calibration else None, prune, bool(separate_weights or compress_weights),
             cluster_bits=cluster_bits, compress_weights=bool(compress_weights),
-            sparse_min_speedup=float(sparse_min_speedup),
+            sparse_min_speedup=_number(sparse_min_speedup, "sparse_min_speedup"),
             eval_data=os.path.abspath(eval_data) if eval_data else None,
-            accuracy_budget=float(accuracy_budget) if accuracy_budget is not None else None,
-            prune_budget=float(prune_budget) if prune_budget is not None else None,
+            accuracy_budget=_number(accuracy_budget, "accuracy_budget") if accuracy_budget is not None else None,
+            prune_budget=_number(prune_budget, "prune_budget") if prune_budget is not None else None,
             winograd=bool(winograd),
             allow_nonfinite_weights=bool(allow_nonfinite_weights),
             verify=bool(verify),
-            min_sqnr=float(min_sqnr) if min_sqnr is not None else cls.min_sqnr,
+            min_sqnr=_number(min_sqnr, "min_sqnr") if min_sqnr is not None else cls.min_sqnr,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -270,6 +305,55 @@ class CompileOptions:
         data["const_inputs"] = {name: _nested_list(v) for name, v in self.const_inputs}
         data["prune"] = self.prune.to_json() if self.prune is not None else None
         return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what a TOML recipe holds); `CompileOptions.from_dict` gives back an equal object."""
+        data = self.to_json()
+        data["quantize"] = self.quantize.to_dict() if self.quantize is not None else None
+        data["tune"] = self.tune.to_dict() if self.tune is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CompileOptions":
+        """The options of `to_dict` (or a recipe's [options] table); a missing field takes its default, an unknown
+        one is an error that lists the known ones."""
+        fields = _known_fields(cls, data, "options")
+        fields["quantize"] = _sub_config(fields.get("quantize"), QuantizeConfig)
+        fields["prune"] = _sub_config(fields.get("prune"), PruneConfig)
+        fields["tune"] = _sub_config(fields.get("tune"), TuneConfig)
+        return cls(**fields)
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionError(f"{{{field}}} must be a number, got {value!r}")
+    return float(value)
+
+
+def _coerce(value: Any, field: str, config: type, example: str, from_text: Callable[[str], Any] | None) -> Any:
+    """`value` as `config`: itself, from a dict (config.from_dict) or from a string (`from_text`)."""
+    if value is None or isinstance(value, config):
+        return value
+    if isinstance(value, Mapping):
+        return config.from_dict(value)
+    if isinstance(value, str) and from_text is not None:
+        return from_text(value)
+    raise OptionError(f"{{{field}}} must be a {config.__name__} (such as {example}), a dict of its fields"
+                      f"{' or a string' if from_text else ''}, got {type(value).__name__} {value!r}")
+
+
+def _sub_config(value: Any, config: type) -> Any:
+    return config.from_dict(value) if isinstance(value, Mapping) else value
+
+
+def _known_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise TvmcompressError(f"{where} must be a table of fields, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise TvmcompressError(f"unknown field(s) {', '.join(unknown)} in {where}: the fields are {', '.join(names)}")
+    return {name: data[name] for name in names if name in data}
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:

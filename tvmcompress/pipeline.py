@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import CompileOptions
-from .errors import TvmcompressError
+from .errors import OptionError
 from .targets.presets import TargetPreset
 
 if TYPE_CHECKING:  # tvm is imported by the steps that run: `import tvmcompress` and a cache hit stay light
@@ -133,9 +133,9 @@ def _quantize(mod: tvm.IRModule, ctx: Context, record: Record) -> tvm.IRModule:
     options = ctx.options
     if is_prequantized(mod):
         if options.quantize is not None:
-            raise TvmcompressError(
-                "the model is already quantized (QuantizeLinear/DequantizeLinear or QLinear* ops): drop quantize="
-                f"{options.quantize.mode!r}; its own quantization is compiled to integer kernels"
+            raise OptionError(
+                "the model is already quantized (QuantizeLinear/DequantizeLinear or QLinear* ops): drop {quantize=}"
+                f"{options.quantize.mode}; its own quantization is compiled to integer kernels"
             )
         folded, quantization = fold_prequantized(mod)
         record("tvmcompress.fold_prequantized", {}, section="quantization", value=quantization, before=mod,

@@ -170,7 +170,7 @@ def test_budget_parsing():
         parse_bytes("12 parsecs", "--max-ram")
     with pytest.raises(TvmcompressError, match="--max-flash must be a positive, finite number of bytes"):
         parse_bytes("0", "--max-flash")
-    with pytest.raises(TvmcompressError, match="--max-ram must be a positive number of bytes, got -5"):
+    with pytest.raises(TvmcompressError, match="^max_ram_bytes must be a positive number of bytes, got -5"):
         Budgets(max_ram_bytes=-5)
 
 

@@ -114,6 +114,6 @@ def test_ort_int8_round_trip_on_aarch64(tmp_path):
 def test_quantize_option_on_a_quantized_model_is_a_user_error(tmp_path):
     path = _quantize_static("mlp", "QDQ", True, tmp_path)
     options = tvmcompress.CompileOptions.create(quantize=QuantizeConfig(mode="dynamic-int8"))
-    with pytest.raises(TvmcompressError, match=r"already quantized .*: drop --quantize dynamic-int8"):
+    with pytest.raises(TvmcompressError, match=r"already quantized .*: drop quantize=dynamic-int8;"):
         tvmcompress.compile(path, "host", output=str(tmp_path / "o"), options=options)
     assert not (tmp_path / "o").exists()

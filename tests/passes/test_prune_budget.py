@@ -133,9 +133,9 @@ def test_compile_options_validate_the_budget(tmp_path):
     npz = str(tmp_path / "eval.npz")
     options = CompileOptions.create(prune=PruneConfig.parse("channel:0.5"), eval_data=npz, prune_budget=1)
     assert options.prune_budget == 1.0
-    with pytest.raises(TvmcompressError, match="--prune-budget needs --prune with a channel:R or unstructured:S"):
+    with pytest.raises(TvmcompressError, match="^prune_budget needs prune with a channel:R or unstructured:S"):
         CompileOptions.create(prune=PruneConfig.parse("2:4"), eval_data=npz, prune_budget=1.0)
-    with pytest.raises(TvmcompressError, match="--prune-budget must be >= 0 points, got -1"):
+    with pytest.raises(TvmcompressError, match="^prune_budget must be >= 0 points, got -1"):
         CompileOptions.create(prune=PruneConfig.parse("channel:0.5"), eval_data=npz, prune_budget=-1.0)
 
 

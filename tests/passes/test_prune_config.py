@@ -67,9 +67,9 @@ def test_compile_options_accept_calibration_for_pruning(tmp_path):
     npz.write_bytes(b"")
     options = CompileOptions.create(calibration=str(npz), prune=PruneConfig.parse("channel:0.5"))
     assert options.to_json()["prune"]["spec"] == "channel:0.5"
-    with pytest.raises(TvmcompressError, match="--calibration is used by --quantize int8 and --prune only"):
+    with pytest.raises(TvmcompressError, match="^calibration is used by quantize=int8 and prune only"):
         CompileOptions.create(calibration=str(npz))
-    with pytest.raises(TvmcompressError, match="--prune-criterion activation needs --calibration FILE.npz"):
+    with pytest.raises(TvmcompressError, match="^prune.criterion=activation needs calibration=FILE.npz"):
         CompileOptions.create(prune=PruneConfig.parse("channel:0.5", criterion="activation"))
 
 

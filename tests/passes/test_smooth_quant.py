@@ -314,10 +314,10 @@ def test_channel_absmax_is_the_max_over_all_calls():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"smoothquant": 1.0}, "--smoothquant ALPHA must be between 0 and 1, exclusive (0.5 is typical), got 1.0"),
-        ({"smoothquant": 0.0}, "--smoothquant ALPHA must be between 0 and 1, exclusive (0.5 is typical), got 0.0"),
+        ({"smoothquant": 1.0}, "smoothquant ALPHA must be between 0 and 1, exclusive (0.5 is typical), got 1.0"),
+        ({"smoothquant": 0.0}, "smoothquant ALPHA must be between 0 and 1, exclusive (0.5 is typical), got 0.0"),
         ({"mode": "fp16", "smoothquant": 0.5},
-         "--smoothquant applies to --quantize int8 or dynamic-int8 only, not fp16: drop it or change --quantize"),
+         "smoothquant applies to quantize=int8 or dynamic-int8 only, not fp16: drop it or change quantize"),
     ],
 )
 def test_config_refuses_bad_smoothquant(kwargs, message):
@@ -327,7 +327,7 @@ def test_config_refuses_bad_smoothquant(kwargs, message):
 
 
 def test_smoothquant_needs_calibration_and_dynamic_int8_accepts_it(tmp_path):
-    with pytest.raises(TvmcompressError, match=r"^--smoothquant needs --calibration FILE.npz"):
+    with pytest.raises(TvmcompressError, match=r"^smoothquant needs calibration=FILE.npz"):
         CompileOptions.create(quantize=QuantizeConfig(mode="dynamic-int8", smoothquant=0.5))
     calibration = tmp_path / "c.npz"
     options = CompileOptions.create(quantize=QuantizeConfig(mode="dynamic-int8", smoothquant=0.5),

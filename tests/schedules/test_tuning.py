@@ -118,7 +118,7 @@ def test_tune_config_validation():
     from tvmcompress import TvmcompressError
     from tvmcompress.config import RpcTarget
 
-    with pytest.raises(TvmcompressError, match="--tune-trials"):
+    with pytest.raises(TvmcompressError, match="tune.trials"):
         TuneConfig()
     with pytest.raises(TvmcompressError, match="at least 1"):
         TuneConfig(trials=0)
