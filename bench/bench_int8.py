@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import pathlib
 import platform
 import sys

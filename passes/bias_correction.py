@@ -26,8 +26,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .host_run import host_target
 from .calibrate import ExposeObservationPoints
+from .host_run import host_target
 from .quant_rules import RULES, QuantRule, constant_value, find_quantizable_layers, rebind
 from .quantize_weights import quantize_per_channel
 
@@ -129,7 +129,7 @@ def measure_bias_corrections(
             sums[binding] = sums[binding] + value.numpy().astype(np.float64)
         count += 1
     # Every calibration call has the same shape, so the mean of per-call means is the overall mean.
-    return {b: (total / max(count, 1)).astype(np.float32) for b, total in sums.items()}
+    return {b: np.asarray(total / max(count, 1)).astype(np.float32) for b, total in sums.items()}
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvmcompress.CorrectBias")

@@ -19,8 +19,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .host_run import host_target
 from ..errors import TvmcompressError
+from .host_run import host_target
 from .observers import HistogramObserver
 from .quant_rules import RULES, QuantRule, find_quantizable_layers
 from .quantize_config import QParams, QuantizeConfig
@@ -144,7 +144,7 @@ def collect_observers(
 def calibrate(
     mod: tvm.IRModule,
     calibration_data: Iterable[Mapping[str, np.ndarray]],
-    config: QuantizeConfig = QuantizeConfig(),
+    config: QuantizeConfig = QuantizeConfig(),  # noqa: B008 - frozen: one shared default is safe
     rules: Mapping[str, QuantRule] = RULES,
     target: tvm.target.Target | None = None,
 ) -> dict[str, QParams]:

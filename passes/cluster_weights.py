@@ -191,9 +191,9 @@ class _WeightClusterer(PyExprMutator):
         codebook = self.codebooks.get(binding.var.name)
         if codebook is not None:
             clustered = ClusteredWeight(np.asarray(codebook, np.float32), clustered.indices, clustered.channel_scale)
-        clustered = clustered.values().astype(weight.dtype)
+        values = clustered.values().astype(weight.dtype)
         args = [self.visit_expr(a) for a in call.args]
-        args[1] = relax.const(clustered, str(clustered.dtype))
+        args[1] = relax.const(values, str(values.dtype))
         rebind(self, binding.var, relax.Call(call.op, args, call.attrs))
 
 

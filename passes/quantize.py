@@ -50,7 +50,8 @@ from .prepare_dequantized_weights import PrepareDequantizedWeights
 from .quant_rules import RULES, Layer, find_quantizable_layers
 from .quantize_config import IMPLEMENTED_MODES, QParams, QuantizeConfig
 from .quantize_dynamic import QuantizeDynamic
-from .quantize_weight_only import QuantizeWeightOnly, supported as weight_only_supported
+from .quantize_weight_only import QuantizeWeightOnly
+from .quantize_weight_only import supported as weight_only_supported
 from .quantize_weights import QuantizeWeights, quantize_per_channel
 from .unique_binding_names import UniqueBindingNames
 

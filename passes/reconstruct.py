@@ -23,9 +23,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .host_run import host_target
 from .calibrate import ExposeObservationPoints
 from .channel_groups import analyze_channels
+from .host_run import host_target
 from .quant_rules import rebind
 
 log = logging.getLogger(__name__)

@@ -50,8 +50,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .host_run import host_target
 from .calibrate import run_instrumented
+from .host_run import host_target
 from .quant_rules import RULES, Layer, constant_value, find_quantizable_layers, rebind
 
 log = logging.getLogger(__name__)

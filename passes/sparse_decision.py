@@ -43,7 +43,6 @@ class SparseDecision:
 
 
 def _one_layer_modules(candidate, weight: np.ndarray):
-    import tvm
     from tvm import relax
 
     from .sparse_dense import SparseDense
@@ -97,9 +96,9 @@ def decide_sparse_layers(mod, preset, min_speedup: float = DEFAULT_MIN_SPEEDUP) 
     """One decision per block-sparse candidate matmul of `mod` for the target preset."""
     import tvm
 
+    from ..schedules.cpu_pipeline import cpu_pipeline
     from .quant_rules import constant_value
     from .sparse_dense import find_block_sparse_matmuls
-    from ..schedules.cpu_pipeline import cpu_pipeline
 
     candidates = find_block_sparse_matmuls(mod)
     if not candidates:

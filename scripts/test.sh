@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 PYTHON="${PYTHON:-python3}"
+# Lint and types first (seconds): rules and their reasons are in pyproject.toml ([tool.ruff], [tool.mypy]).
+$PYTHON -m ruff check .
+$PYTHON -m mypy
 exec $PYTHON -m pytest -q -m "not slow" "$@"

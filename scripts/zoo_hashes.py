@@ -24,12 +24,12 @@ import onnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import zoo  # noqa: E402 - tests/ is not a package
-
 import tvmcompress  # noqa: E402
 from tvmcompress.config import CompileOptions  # noqa: E402
 from tvmcompress.passes.prune_config import PruneConfig  # noqa: E402
 from tvmcompress.passes.quantize_config import QuantizeConfig  # noqa: E402
+
+import zoo  # noqa: E402 - tests/ is not a package
 
 # name -> CompileOptions.create keyword arguments; "CAL"/"EVAL" become the paths of the model's data files.
 OPTION_SETS: dict[str, dict] = {

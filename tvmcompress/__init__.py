@@ -7,8 +7,8 @@
 
 __version__ = "0.1.0"
 
-from .errors import TvmcompressError
 from .config import Budgets, CompileOptions, RpcTarget, TuneConfig
+from .errors import TvmcompressError
 from .passes.prune_config import PruneConfig
 from .passes.quantize_config import QuantizeConfig
 from .threads import set_default_pool_size

@@ -106,6 +106,7 @@ def _compile_fresh(
         # NOTE: static int8 under --min-sqnr: its most sensitive layers return to float and it is built once
         # more; that build must meet the floor or fail (no second fallback).
         log.warning("%s: returning %s to float and rebuilding", below, ", ".join(below.layers))
+        assert options.quantize is not None  # BelowQualityFloor comes from static int8 builds only
         config = dataclasses.replace(options.quantize, exclude=options.quantize.exclude + below.layers)
         return _compile_once(model, target, output, dataclasses.replace(options, quantize=config), budgets,
                              fallback=below.record)

@@ -585,8 +585,8 @@ def _cmd_bench(args) -> int:
 def _cmd_analyze(args) -> int:
     from . import api
     from .config import parse_input_shape
-    from .passes.quantize_config import QuantizeConfig
     from .passes.quant_analysis import format_analysis
+    from .passes.quantize_config import QuantizeConfig
 
     config = QuantizeConfig(calibration_method=args.calibration_method, percentile=args.percentile,
                             bias_correction=not args.no_bias_correction)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from .errors import OptionError, TvmcompressError
-from .passes.quantize_config import QuantizeConfig
 from .passes.prune_config import PruneConfig
+from .passes.quantize_config import QuantizeConfig
 
 
 def _freeze_shapes(shapes: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -330,7 +330,7 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
-def _coerce(value: Any, field: str, config: type, example: str, from_text: Callable[[str], Any] | None) -> Any:
+def _coerce(value: Any, field: str, config: Any, example: str, from_text: Callable[[str], Any] | None) -> Any:
     """`value` as `config`: itself, from a dict (config.from_dict) or from a string (`from_text`)."""
     if value is None or isinstance(value, config):
         return value
@@ -342,7 +342,7 @@ def _coerce(value: Any, field: str, config: type, example: str, from_text: Calla
                       f"{' or a string' if from_text else ''}, got {type(value).__name__} {value!r}")
 
 
-def _sub_config(value: Any, config: type) -> Any:
+def _sub_config(value: Any, config: Any) -> Any:
     return config.from_dict(value) if isinstance(value, Mapping) else value
 
 

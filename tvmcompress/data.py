@@ -135,7 +135,8 @@ def validate_values(data: dict[str, np.ndarray], inputs: Sequence, *, source: st
         raise TvmcompressError(
             f"{source}: '{LABEL_KEY}' has dtype {labels.dtype}: give class indices as integers (.astype('int64'))"
         )
-    varying, constant = [], []
+    varying: list[tuple[str, float]] = []
+    constant: list[tuple[str, float]] = []
     for spec in inputs:
         array = data[spec.name]
         if array.dtype.kind != "f" or not array.size:

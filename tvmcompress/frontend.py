@@ -152,7 +152,7 @@ def _parse_model_bytes(data: bytes, what: str) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
-    except DecodeError as err:
+    except DecodeError:
         if _looks_like_onnx(data):
             raise TvmcompressError(
                 f"{what} is a truncated or corrupt ONNX model (protobuf parsing failed): export or download it again"

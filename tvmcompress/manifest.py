@@ -63,7 +63,7 @@ def _io_entry(spec: TensorSpec) -> dict[str, Any]:
 def build_manifest(
     *, directory: str, model_name: str | None, source_bytes: bytes, source_model, preset: presets.TargetPreset,
     io: tuple[Sequence[TensorSpec], Sequence[TensorSpec]], options: CompileOptions, steps: Sequence[Step], mod,
-    result, runtime_size: int, memory_plan, recipe: dict | None = None,
+    result, runtime_size: int | None, memory_plan, recipe: dict | None = None,
 ) -> dict[str, Any]:
     """The manifest of the build whose files are in `directory` (model.so and, if any, weights.bin and the Relax
     module). `result` is build.build_library's BuildResult; build_seconds and verification are the caller's."""

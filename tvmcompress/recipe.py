@@ -48,7 +48,7 @@ def loads(text: str, source: str = "recipe") -> tuple[str, CompileOptions]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise TvmcompressError(f"{source} is not valid TOML ({err}): write it as `tvmcompress recipe OUT` does")
+        raise TvmcompressError(f"{source} is not valid TOML ({err}): write it as `tvmcompress recipe OUT` does") from None
     return from_dict(data, source)
 
 

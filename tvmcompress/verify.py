@@ -406,8 +406,8 @@ def layers_to_float(mod, config, calibration: Sequence[Mapping[str, np.ndarray]]
     reaches `floor_db` (+ `margin_db`: the built artifact rounds a little differently from the fake-quantized
     module measured here). No labels: sensitivity is each layer's effect on the output alone
     (quant_analysis.analyze_layers), then layers return to float in that order until the floor holds."""
-    from .passes.quantize import prepare_for_quantization, quantize
     from .passes.quant_analysis import EvalData, analyze_layers, evaluate, fp32_reference
+    from .passes.quantize import prepare_for_quantization, quantize
 
     calibration = list(calibration)
     data = EvalData(tuple(dict(b) for b in calibration[:CALIBRATION_SAMPLES]))

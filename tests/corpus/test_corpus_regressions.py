@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import onnx
-import pytest
 
 import tvmcompress
 from tvmcompress.passes.quantize_config import QuantizeConfig

@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from tvmcompress.cli import main
 

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from frontend_models import make_model, value
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import tvmcompress
 from tvmcompress.cli import main

@@ -4,7 +4,6 @@ graph that fails the same way, then reduced by hand). Each was a strict xfail un
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphgen

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import tvm
-from quant_helpers import host_target, run
+from quant_helpers import host_target
 from sparse_helpers import dense_model, import_prepared, run_ort
 from tvm import relax
 from tvm.script import ir as I

@@ -21,7 +21,7 @@ from tvmcompress.schedules.cpu_rules.winograd_compute import (
     transform_weight,
 )
 
-from rule_harness import TARGET, assert_rule, before_schedule, funcs, make_model, rand, run_both, schedule_model
+from rule_harness import assert_rule, before_schedule, funcs, make_model, rand, run_both, schedule_model
 
 
 def _correlate_valid(d: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from .indexing import Gather, GatherElements, GatherND, ScatterElements, Scatter
 from .linear_attention import LinearAttention
 from .form_checks import ConvTranspose, MaxPool, NonMaxSuppression, Resize, RoiAlign
 from .normalization import BatchNormalization, LayerNormalization, LpNormalization, RMSNormalization
-from .qlinear_contrib import EXPANDED_OPS as CONTRIB_QLINEAR_OPS
+from .qlinear_contrib import EXPANDED_OPS as CONTRIB_QLINEAR_OPS  # noqa: F401 - re-exported
 from .qlinear_integer import ConvInteger, DynamicQuantizeLinear, MatMulInteger
 from .quantize_linear import DequantizeLinear, QuantizeLinear
 from .quantized import QLinearConv, QLinearMatMul

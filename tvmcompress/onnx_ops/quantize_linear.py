@@ -24,7 +24,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter, get_type
 
 from ..errors import TvmcompressError
 from . import float8, sub_byte
-from .relax_helpers import const, dtype_of, shape_of
+from .relax_helpers import dtype_of, shape_of
 
 R = relax.op
 

@@ -58,7 +58,7 @@ class Conv2D(CPURule):
         # reduction block", which vectorize requires; decompose_reduction keeps the loop kinds.
         sch.unroll(owi)
         sch.vectorize(oci)
-        init = sch.decompose_reduction(conv, kh)
+        sch.decompose_reduction(conv, kh)
         ep_loops = sch.get_loops(epilogue)[2:]  # below (outer, owo)
         tile = sch.fuse(*ep_loops)
         _, vec = sch.split(tile, factors=[None, lanes])
