@@ -24,7 +24,6 @@ conv2d/matmul weight constant is replaced by its clustered copy (same shape and 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -36,9 +35,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from ..errors import TvmcompressError
 from .quant_rules import RULES, constant_value, find_quantizable_layers, rebind
 
-log = logging.getLogger(__name__)
-
-__all__ = ["ClusterWeights", "kmeans_1d", "cluster_weight", "ClusteredWeight", "cluster_layers"]
+__all__ = ["ClusterWeights", "kmeans_1d", "cluster_weight", "ClusteredWeight"]
 
 MAX_ITERATIONS = 50
 
@@ -196,34 +193,3 @@ class _WeightClusterer(PyExprMutator):
         args[1] = relax.const(values, str(values.dtype))
         rebind(self, binding.var, relax.Call(call.op, args, call.attrs))
 
-
-def cluster_layers(mod: tvm.IRModule, bits: int, for_int8: bool,
-                   calibration: Iterable[Mapping[str, np.ndarray]] | None = None) -> tuple[tvm.IRModule, dict]:
-    """Cluster every quantizable layer's weight to 2^bits shared values, and the manifest's `clustering` record.
-
-    Pre: the module is in prepare_for_quantization's form with channel affines folded (FoldChannelAffine). With
-    calibration data (an iterable of input dicts) each codebook is then re-fitted to the layer outputs
-    (passes/cluster_refit.py); without, plain k-means per layer (ClusterWeights)."""
-    codebooks: dict = {}
-    if calibration is not None:
-        from .cluster_refit import apply_codebooks, fit_codebooks
-
-        log.info("re-fitting cluster codebooks on the calibration data")
-        codebooks, offsets = fit_codebooks(mod, bits, calibration, for_int8=for_int8)
-        mod = apply_codebooks(mod, bits, codebooks, offsets, for_int8)
-    else:
-        mod = ClusterWeights(bits, for_int8=for_int8)(mod)
-    layers = {}
-    for layer in find_quantizable_layers(mod):
-        call = next(b.value for blk in mod["main"].body.blocks for b in blk.bindings if b.var.name == layer.binding)
-        weight = call.args[1].value.numpy()
-        axis = layer.op == "relax.nn.conv2d" and 0 or weight.ndim - 1  # output channels: OIHW 0, matmul [K, N] 1
-        per_channel = max(len(np.unique(np.take(weight, i, axis=axis))) for i in range(weight.shape[axis]))
-        layers[layer.name] = {"binding": layer.binding, "size": int(weight.size),
-                              "zeros": int(weight.size - np.count_nonzero(weight)),
-                              "max_values_per_channel": int(per_channel), "refit": layer.binding in codebooks}
-    record = {"bits": bits, "codebook_refit": calibration is not None,
-              "codebook": ("int8 codes shared per layer, per-channel scales" if for_int8 else "float32 per layer"),
-              "layers": layers}
-    log.info("clustered %d layers to at most %d values each", len(layers), 2**bits)
-    return mod, record

@@ -28,7 +28,7 @@ SPIED = {
     ("tvmcompress.passes.fold_channel_affine", "FoldChannelAffine"): "tvmcompress.FoldChannelAffine",
     ("tvmcompress.passes.prune", "prune"): "tvmcompress.prune",
     ("tvmcompress.passes.prune_budget", "prune_within_budget"): "tvmcompress.prune",
-    ("tvmcompress.passes.cluster_weights", "cluster_layers"): "tvmcompress.ClusterWeights",
+    ("tvmcompress.passes.cluster", "cluster_layers"): "tvmcompress.ClusterWeights",
     ("tvmcompress.schedules.cpu_pipeline", "channels_last"): "tvmcompress.channels_last",
     ("tvmcompress.passes.smooth_quant", "smooth_quant"): "tvmcompress.SmoothQuant",
     ("tvmcompress.passes.quantize", "quantize"): "tvmcompress.quantize",

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .artifact import LIBRARY_NAME, RELAX_MODULE_NAME, WEIGHTS_NAME, ArtifactWriter, IOSpec, write_json
+from .artifact_files import LIBRARY_NAME, RELAX_MODULE_NAME, WEIGHTS_NAME, ArtifactWriter, IOSpec, write_json
 from .errors import TvmcompressError
 
 if TYPE_CHECKING:

@@ -112,7 +112,7 @@ def _cluster(mod: tvm.IRModule, ctx: Context, record: Record) -> tvm.IRModule:
     options = ctx.options
     if options.cluster_bits is None:
         return mod
-    from .passes.cluster_weights import cluster_layers
+    from .passes.cluster import cluster_layers
 
     # Again after pruning: a no-op when _fold_affine ran, and pruning's reconstruction may add channel shifts.
     mod = _fold_channel_affine(mod, record)

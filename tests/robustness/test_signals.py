@@ -186,7 +186,7 @@ def test_two_real_builds_of_one_output_and_a_killed_one(tmp_path):
 
 def test_a_signal_during_the_swap_is_handled_after_it():
     """The final rename and the cleanup run with SIGINT/SIGTERM/SIGHUP held: the handler runs once, after them."""
-    from tvmcompress.artifact import _signals_deferred
+    from tvmcompress.artifact_files import _signals_deferred
 
     seen = []
     previous = signal.signal(signal.SIGHUP, lambda signum, _frame: seen.append(signum))
@@ -221,7 +221,7 @@ def test_a_signal_while_the_writer_opens_removes_its_directory(tmp_path, monkeyp
         return made
 
     previous = signal.signal(signal.SIGHUP, raising)
-    monkeypatch.setattr("tvmcompress.artifact.tempfile.mkdtemp", mkdtemp_then_signal)
+    monkeypatch.setattr("tvmcompress.artifact_files.tempfile.mkdtemp", mkdtemp_then_signal)
     try:
         with pytest.raises(Stop):
             with ArtifactWriter(str(tmp_path / "out")):
