@@ -146,3 +146,45 @@ def test_recipe_round_trip_is_byte_identical(case, tmp_path):
     target, options = recipe.read(tmp_path / "r.toml")
     second = tvmcompress.compile(model, target, output=tmp_path / "b", options=options)
     assert _sha(first.library_path) == _sha(second.library_path)
+
+
+def _calls(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((2, 32)).astype(np.float32)} for _ in range(n)]
+
+
+def test_calibration_data_given_in_python():
+    from tvmcompress.data import Samples, calibration_calls, eval_data
+    from tvmcompress.frontend import model_io
+
+    options = CompileOptions(quantize="int8", calibration=iter(_calls()))  # any iterable of input dicts
+    assert isinstance(options.calibration, Samples)
+    assert options == CompileOptions(quantize="int8", calibration=Samples(_calls()))  # equal by contents
+    assert options != CompileOptions(quantize="int8", calibration=_calls(seed=1))
+    assert options.to_json()["calibration"] == f"python data sha256:{options.calibration.digest}"
+    assert recipe.recipe_of("host", options) is None  # a recipe holds paths only
+    with pytest.raises(tvmcompress.TvmcompressError, match="^calibration given as Python data cannot go into a recipe"):
+        options.to_dict()
+    inputs, _ = model_io(zoo.mlp())
+    calls = calibration_calls(options.calibration, inputs)
+    assert len(calls) == 4 and np.array_equal(calls[2]["x"], _calls()[2]["x"])
+    with pytest.raises(tvmcompress.TvmcompressError, match=r"^calibration data call 1: input 'x' has shape \[3, 32\]"):
+        calibration_calls(Samples([_calls()[0], {"x": np.zeros((3, 32), np.float32)}]), inputs)
+    evaluation = eval_data(Samples(_calls(), labels=np.arange(8) % 10), inputs)
+    assert len(evaluation.batches) == 4 and list(evaluation.labels) == list(np.arange(8) % 10)
+    with pytest.raises(tvmcompress.TvmcompressError, match="^eval data: 'label' has shape"):
+        eval_data(Samples(_calls(), labels=[1, 2]), inputs)
+    with pytest.raises(tvmcompress.TvmcompressError, match="one per model call"):
+        CompileOptions(quantize="int8", calibration={"x": np.zeros((8, 32), np.float32)})
+
+
+@pytest.mark.slow
+def test_python_calibration_data_builds_what_the_same_npz_builds(tmp_path):
+    onnx.save(zoo.mlp(), tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.concatenate([c["x"] for c in _calls()]))
+    from_file = tvmcompress.compile(tmp_path / "mlp.onnx", "host", output=tmp_path / "a", options=CompileOptions.create(
+        quantize=QuantizeConfig(mode="int8"), calibration=str(tmp_path / "cal.npz")))
+    from_python = tvmcompress.compile(tmp_path / "mlp.onnx", "host", output=tmp_path / "b",
+                                      options=CompileOptions(quantize="int8", calibration=_calls()))
+    assert _sha(from_file.library_path) == _sha(from_python.library_path)
+    assert "recipe" not in from_python.manifest and "recipe" in from_file.manifest

@@ -17,20 +17,21 @@ from typing import Any
 import onnx
 
 from . import frontend, pipeline
-from .artifact import (
+from .artifact import Artifact
+from .artifact_files import (
     LIBRARY_NAME,
     MANIFEST_NAME,
     RELAX_MODULE_NAME,
     REPORT_HTML_NAME,
     REPORT_JSON_NAME,
     WEIGHTS_NAME,
-    Artifact,
     ArtifactWriter,
     check_output_dir_writable,
+    save_relax_module,
     write_json,
 )
 from .config import Budgets, CompileOptions
-from .data import calibration_calls
+from .data import Samples, as_samples, calibration_calls
 from .data import eval_data as read_eval_data
 from .errors import TvmcompressError
 from .manifest import build_manifest
@@ -153,7 +154,7 @@ def _compile_once(
         library = writer.path(LIBRARY_NAME)
         tuning_dir = writer.path("tuning") if options.tune is not None else None
         # Saved before the build: `export --static` rebuilds exactly this module as a system library.
-        _save_relax_module(mod, writer.path(RELAX_MODULE_NAME))
+        save_relax_module(mod, writer.path(RELAX_MODULE_NAME))
         with record_memory_plan() as recorder:
             result = build_library(mod, preset, library, options.tune, tuning_dir, options.separate_weights,
                                    options.winograd)
@@ -169,7 +170,8 @@ def _compile_once(
         manifest = build_manifest(
             directory=writer.tmpdir, model_name=_model_name(model), source_bytes=source_bytes,
             source_model=source_model, preset=preset, io=(inputs, outputs), options=options, steps=steps, mod=mod,
-            result=result, runtime_size=runtime_size, memory_plan=memory_plan, recipe=recipe_of(target, options))
+            result=result, runtime_size=runtime_size, memory_plan=memory_plan,
+            recipe=recipe_of(target, options))
         manifest["build_seconds"] = round(time.perf_counter() - start, 3)
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)
@@ -190,17 +192,10 @@ def _model_name(model: ModelSource) -> str | None:
     return None
 
 
-def _save_relax_module(mod, path: str) -> None:
-    import tvm
-
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(tvm.ir.save_json(mod))
-
-
 def analyze(
     model: ModelSource,
-    calibration: str | os.PathLike,
-    eval_data: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | Samples,
+    eval_data: str | os.PathLike | Samples | None = None,
     config: QuantizeConfig | None = None,
     input_shapes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -212,8 +207,8 @@ def analyze(
     canonical = frontend.canonicalize(frontend.load_model(model), input_shapes or {})
     frontend.check_supported(canonical)
     inputs, _ = frontend.model_io(canonical)
-    batches = calibration_calls(os.fspath(calibration), inputs)
-    data = read_eval_data(os.fspath(eval_data), inputs) if eval_data is not None else None
+    batches = calibration_calls(as_samples(calibration), inputs)
+    data = read_eval_data(as_samples(eval_data), inputs)
     mod = frontend.import_to_relax(canonical)
     if is_prequantized(mod):
         raise TvmcompressError("the model is already quantized: analyze its float version")

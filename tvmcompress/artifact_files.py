@@ -466,3 +466,11 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
     if memory is not None and (not isinstance(memory, dict) or not all(_is_int(v) or v is None for v in memory.values())):
         return "'memory' is not an object of byte counts"
     return None
+
+
+def save_relax_module(mod, path: str) -> None:
+    """RELAX_MODULE_NAME: the Relax module that model.so was built from (`export --static` rebuilds it)."""
+    import tvm  # here, not above: a CLI cache hit copies artifacts without TVM
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(tvm.ir.save_json(mod))

@@ -249,7 +249,8 @@ def files_read(model, options) -> list[str]:
                 paths += [str(p) for p in _external_data_files(os.fspath(model), f.read()).values()]
         except OSError:
             pass
-    paths += [path for path in (getattr(options, "calibration", None), getattr(options, "eval_data", None)) if path]
+    paths += [path for path in (getattr(options, "calibration", None), getattr(options, "eval_data", None))
+              if isinstance(path, str) and path]  # not data given in Python (data.Samples)
     if options.tune is not None and options.tune.database_dir:
         paths.append(options.tune.database_dir)
     return paths
@@ -272,8 +273,10 @@ def cache_key(model_bytes: bytes, target: str, options, model_name: str | None =
     # paths: hash the bytes.
     for field in ("calibration", "eval_data"):
         path = getattr(options, field, None)
-        if path:
+        if isinstance(path, str) and path:
             material[field] = _sha256_bytes(Path(path).read_bytes())
+        elif path is not None:  # data.Samples: already identified by the digest of its arrays
+            material[field] = path.digest
     if model_path is not None:
         material["external_data"] = {
             loc: _sha256_bytes(path.read_bytes()) for loc, path in _external_data_files(model_path, model_bytes).items()

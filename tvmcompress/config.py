@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import Samples, as_samples
 from .errors import OptionError, TvmcompressError
 from .passes.prune_config import PruneConfig
 from .passes.quantize_config import QuantizeConfig
@@ -177,7 +178,7 @@ class CompileOptions:
     cores: int | None = None
     tune: TuneConfig | None = None  # None: default schedules only
     quantize: QuantizeConfig | None = None  # None: keep the model's float32
-    calibration: str | None = None  # .npz of calibration inputs (static int8; pruning's criterion/reconstruction)
+    calibration: str | Samples | None = None  # .npz of calibration inputs (static int8; pruning's criterion/reconstruction)
     prune: PruneConfig | None = None  # None: no pruning
     separate_weights: bool = False  # weights in OUT/weights.bin, loaded at run/create time, not in model.so
     cluster_bits: int | None = None  # k-means weight sharing, 2^B values per layer (passes/cluster_weights.py)
@@ -185,7 +186,7 @@ class CompileOptions:
     # A block-sparse layer runs the BSR kernel only when measured at least this much faster than dense.
     sparse_min_speedup: float = 1.2
     # .npz of evaluation inputs (+ optional `label`): what --accuracy-budget measures (tvmcompress/quant_analysis.py).
-    eval_data: str | None = None
+    eval_data: str | Samples | None = None
     # --accuracy-budget: int8 may lose at most this many points of the eval metric; layers fall back to float.
     accuracy_budget: float | None = None
     # --prune-budget: pruning may lose at most this many points; per-group ratios from sensitivity (prune_budget.py).
@@ -215,12 +216,9 @@ class CompileOptions:
         set_field("prune", _coerce(self.prune, "prune", PruneConfig, "PruneConfig.parse('channel:0.5')",
                                    PruneConfig.parse))
         set_field("tune", _coerce(self.tune, "tune", TuneConfig, "TuneConfig(trials=64)", None))
-        for name in ("calibration", "eval_data"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                if not isinstance(value, os.PathLike):
-                    raise OptionError(f"{{{name}=}}must be the path of an .npz file, got {type(value).__name__}")
-                set_field(name, os.fspath(value))
+        # Data: the path of an .npz, or in Python an iterable of {input name: array} dicts (data.Samples).
+        set_field("calibration", as_samples(self.calibration))
+        set_field("eval_data", as_samples(self.eval_data))
         cluster_bits, cores = self.cluster_bits, self.cores
         if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
             raise OptionError(f"{{cluster_bits}} must be an integer from 1 to 8, got {cluster_bits!r}")
@@ -287,10 +285,10 @@ class CompileOptions:
         return cls(
             _freeze_shapes(input_shapes), _freeze_consts(const_inputs), cores, tune, quantize,
             # --compress-weights codes the separate weights file: it implies --separate-weights.
-            os.path.abspath(calibration) if calibration else None, prune, bool(separate_weights or compress_weights),
+            _absolute(calibration), prune, bool(separate_weights or compress_weights),
             cluster_bits=cluster_bits, compress_weights=bool(compress_weights),
             sparse_min_speedup=_number(sparse_min_speedup, "sparse_min_speedup"),
-            eval_data=os.path.abspath(eval_data) if eval_data else None,
+            eval_data=_absolute(eval_data),
             accuracy_budget=_number(accuracy_budget, "accuracy_budget") if accuracy_budget is not None else None,
             prune_budget=_number(prune_budget, "prune_budget") if prune_budget is not None else None,
             winograd=bool(winograd),
@@ -304,10 +302,17 @@ class CompileOptions:
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
         data["const_inputs"] = {name: _nested_list(v) for name, v in self.const_inputs}
         data["prune"] = self.prune.to_json() if self.prune is not None else None
+        for name in ("calibration", "eval_data"):  # data given in Python: identified by its contents
+            if isinstance(getattr(self, name), Samples):
+                data[name] = f"python data sha256:{getattr(self, name).digest}"
         return data
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (what a TOML recipe holds); `CompileOptions.from_dict` gives back an equal object."""
+        for name in ("calibration", "eval_data"):
+            if isinstance(getattr(self, name), Samples):
+                raise OptionError(f"{{{name}}} given as Python data cannot go into a recipe: save it with "
+                                  "numpy.savez and give the .npz path")
         data = self.to_json()
         data["quantize"] = self.quantize.to_dict() if self.quantize is not None else None
         data["tune"] = self.tune.to_dict() if self.tune is not None else None
@@ -322,6 +327,13 @@ class CompileOptions:
         fields["prune"] = _sub_config(fields.get("prune"), PruneConfig)
         fields["tune"] = _sub_config(fields.get("tune"), TuneConfig)
         return cls(**fields)
+
+
+def _absolute(data: Any) -> Any:
+    """A data path made absolute (the build may run elsewhere); data given in Python as it is."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.path.abspath(data) if os.fspath(data) else None
+    return data
 
 
 def _number(value: Any, field: str) -> float:

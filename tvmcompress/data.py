@@ -7,9 +7,11 @@ per output row of a classifier, whatever the model's batch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
-from typing import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -183,23 +185,92 @@ def iterate_batches(data: dict[str, np.ndarray], inputs: Sequence) -> Iterator[d
         yield batch
 
 
-def calibration_calls(path: str | None, inputs: Sequence) -> list[dict[str, np.ndarray]] | None:
-    """The calibration .npz at `path`, checked against the model's inputs, as a list of model calls; None
-    without one."""
+class Samples:
+    """Calibration or evaluation data given in Python: model calls, each {input name: array} with the model's
+    input shapes, and for evaluation optionally one int label per output row. `CompileOptions(calibration=...)`
+    takes these, or any iterable of input dicts, where the CLI takes an .npz path.
+
+    Equal when their contents are (`digest`): the artifact cache and the manifest identify them by their bytes, as
+    they do a data file."""
+
+    def __init__(self, calls: Iterable[Mapping[str, Any]], labels: Any = None):
+        try:
+            self.calls = tuple({str(k): np.asarray(v) for k, v in call.items()} for call in calls)
+        except (AttributeError, TypeError):
+            raise TvmcompressError("data given in Python must be an iterable of {input name: array} dicts, one "
+                                   "per model call (or the path of an .npz)") from None
+        if not self.calls:
+            raise TvmcompressError("data given in Python holds no model call: give at least one {input name: array}")
+        self.labels = None if labels is None else np.asarray(labels)
+        digest = hashlib.sha256()
+        for call in self.calls:
+            for name in sorted(call):
+                array = np.ascontiguousarray(call[name])
+                digest.update(f"{name}|{array.dtype}|{array.shape}|".encode() + array.tobytes())
+        if self.labels is not None:
+            digest.update(b"labels|" + np.ascontiguousarray(self.labels).tobytes())
+        self.digest = digest.hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Samples) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return f"Samples({len(self.calls)} calls, sha256 {self.digest})"
+
+
+def as_samples(value: Any) -> Any:
+    """A path stays a path (str); Samples stay; any other iterable of input dicts becomes Samples."""
+    if value is None or isinstance(value, (str, Samples)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):  # one dict is one call only by accident: the stacked form is an .npz
+        raise TvmcompressError("data given in Python is a list of {input name: array} dicts, one per model call; "
+                               "a single dict of stacked arrays belongs in an .npz (numpy.savez) whose path you pass")
+    return Samples(value)
+
+
+def _from_samples(data: Samples, inputs: Sequence, source: str) -> dict[str, np.ndarray]:
+    """The calls of `data`, each checked against the model's inputs, stacked as an .npz would hold them."""
+    for i, call in enumerate(data.calls):
+        validate_call(call, inputs, source=f"{source} call {i}")
+    arrays = {spec.name: np.concatenate([np.reshape(c[spec.name], (-1, *spec.shape[1:])) if tuple(spec.shape)
+                                         else np.reshape(c[spec.name], (1,)) for c in data.calls])
+              for spec in inputs}
+    if data.labels is not None:
+        arrays[LABEL_KEY] = data.labels.reshape(-1)
+    return arrays
+
+
+def calibration_calls(path: "str | Samples | None", inputs: Sequence) -> list[dict[str, np.ndarray]] | None:
+    """The calibration data (an .npz path or Samples), checked against the model's inputs, as a list of model
+    calls; None without one."""
     if not path:
         return None
+    if isinstance(path, Samples):
+        validate_values(_from_samples(path, inputs, "calibration data"), inputs, source="calibration data")
+        return [dict(call) for call in path.calls]
     arrays = load_npz(path)
     validate_inputs(arrays, inputs, source=f"calibration file {path}")
     validate_values(arrays, inputs, source=f"calibration file {path}")
     return list(iterate_batches(arrays, inputs))
 
 
-def eval_data(path: str | None, inputs: Sequence):
-    """The eval .npz at `path` as passes.quant_analysis.EvalData (model calls + optional labels); None without."""
+def eval_data(path: "str | Samples | None", inputs: Sequence):
+    """The eval data (an .npz path or Samples) as passes.quant_analysis.EvalData (model calls + optional labels);
+    None without."""
     if not path:
         return None
     from .passes.quant_analysis import EvalData
 
+    if isinstance(path, Samples):
+        arrays = _from_samples(path, inputs, "eval data")
+        validate_inputs(arrays, inputs, source="eval data")
+        validate_values(arrays, inputs, source="eval data")
+        return EvalData(tuple(dict(call) for call in path.calls), arrays.get(LABEL_KEY))
     arrays = load_npz(path)
     validate_inputs(arrays, inputs, source=f"eval data file {path}")
     validate_values(arrays, inputs, source=f"eval data file {path}")

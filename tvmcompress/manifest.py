@@ -77,8 +77,8 @@ def build_manifest(
     verification: dict[str, Any] = {"runner": preset.runner}
     if preset.runner != "native":
         verification["elf"] = elf_record(library, preset)
-    calibration = options.calibration if isinstance(options.calibration, str) else None
-    evaluation = options.eval_data if isinstance(options.eval_data, str) else None
+    def data_hash(data: Any) -> str:  # a file's bytes, or the digest of data given in Python (data.Samples)
+        return sha256_file(data) if isinstance(data, str) else data.digest
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "versions": _versions(),
@@ -108,8 +108,8 @@ def build_manifest(
         "hashes": {
             "source_model": hashlib.sha256(source_bytes).hexdigest(),
             "inputs": {
-                **({"calibration": sha256_file(calibration)} if calibration else {}),
-                **({"eval_data": sha256_file(evaluation)} if evaluation else {}),
+                **({"calibration": data_hash(options.calibration)} if options.calibration else {}),
+                **({"eval_data": data_hash(options.eval_data)} if options.eval_data else {}),
             },
             LIBRARY_NAME: sha256_file(library),
             # Checked with model.so's on every load (Artifact.verify_files): a damaged weights file or

@@ -38,8 +38,11 @@ __all__ = ["VERSION", "recipe_of", "dumps", "loads", "read"]
 VERSION = 1
 
 
-def recipe_of(target: str, options: CompileOptions) -> dict[str, Any]:
-    """The recipe (plain values) of compiling for `target` (a preset name or TVM target JSON) with `options`."""
+def recipe_of(target: str, options: CompileOptions) -> dict[str, Any] | None:
+    """The recipe (plain values) of compiling for `target` (a preset name or TVM target JSON) with `options`;
+    None when data was given in Python (data.Samples), which a recipe cannot hold."""
+    if not all(isinstance(d, (str, type(None))) for d in (options.calibration, options.eval_data)):
+        return None
     return {"version": VERSION, "target": target, "options": options.to_dict()}
 
 
