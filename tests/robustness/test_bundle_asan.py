@@ -2,7 +2,8 @@
 model_api.cc and weights_reader.h (with the weight codec) compiled with ASan/UBSan, model.so and the TVM runtime
 as shipped. A model whose embedding table lives in weights.bin runs on good ids (equal to ONNX Runtime), on
 out-of-range ids (the C API's IndexError becomes one stderr line, exit 1) and on damaged weights.bin files (one
-line, exit 1): never a sanitizer report, in any case.
+line, exit 1; `<name>_create` returns EMB_ERR_WEIGHTS, which bundle_create_code.c prints): never a sanitizer
+report, in any case.
 
 How: the export's compile commands (deploy._run) get the sanitizer flags appended, so the bundle's lib<name>.a is
 the real one, instrumented; CMake builds run_model with the same flags.
@@ -29,11 +30,14 @@ from tvmcompress import deploy
 sys.path.insert(0, str(Path(__file__).parent.parent / "deploy"))
 from export_helpers import cmake_build  # noqa: E402
 
+HERE = Path(__file__).parent
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("gcc") is None, reason="needs cmake and gcc"),
 ]
 
+ERR_WEIGHTS = 3  # EMB_ERR_WEIGHTS in model.h: "the weights file does not belong to this model or is damaged"
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 TABLE = np.arange(40, dtype=np.float32).reshape(10, 4) / 7
 BIAS = np.linspace(-1, 1, 4, dtype=np.float32)
@@ -70,13 +74,26 @@ def asan_runner(tmp_path_factory) -> Path:
         artifact.export(tmp / "bundle", name="emb")
     finally:
         deploy._run = real_run
+    # The bundle's own CMake project (run_model from main.c) and, beside it, bundle_create_code.c, which prints
+    # the C API's return code: one build, both with the sanitizer flags.
+    source = tmp / "src"
+    source.mkdir()
+    shutil.copy(HERE / "bundle_create_code.c", source / "main.c")
+    (source / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(asan_bundle C CXX)\n"
+        f'add_subdirectory("{tmp / "bundle"}" bundle)\n'
+        "add_executable(create_code main.c)\ntarget_link_libraries(create_code PRIVATE tvmcompress::emb)\n"
+        "set_target_properties(create_code PROPERTIES LINKER_LANGUAGE CXX)\n"
+    )
     flags = " ".join(SANITIZE)
-    build = cmake_build(tmp / "bundle", tmp / "build", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
-                        f"-DCMAKE_EXE_LINKER_FLAGS={' '.join(SANITIZE[:1])}")
+    build = cmake_build(source, tmp / "build", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
+                        f"-DCMAKE_EXE_LINKER_FLAGS={SANITIZE[0]}")
     nm = subprocess.run(["nm", str(tmp / "bundle" / "libemb.a")], capture_output=True, text=True).stdout
     assert "__asan_report_load" in nm, "the bundle's C API was not built with ASan"
-    assert (build / "weights.bin").is_file() and (build / "model.so").is_file()
-    return build
+    runner = build / "bundle"  # run_model, with model.so and weights.bin copied beside it
+    assert (runner / "run_model").is_file() and (runner / "weights.bin").is_file() and (runner / "model.so").is_file()
+    shutil.copy(build / "create_code", runner / "create_code")
+    return runner
 
 
 def _run(build: Path, ids: list[int], tmp: Path) -> subprocess.CompletedProcess:
@@ -133,6 +150,10 @@ def _damaged(good: bytes) -> dict[str, bytes]:
 def test_asan_runner_refuses_damaged_weights_files(asan_runner, tmp_path):
     weights = asan_runner / "weights.bin"
     good = weights.read_bytes()
+    created = subprocess.run([str(asan_runner / "create_code"), str(asan_runner)], capture_output=True, text=True,
+                             env=ENV, timeout=120)
+    _assert_clean(created)
+    assert created.stdout == "0 \n", created.stdout + created.stderr
     try:
         for name, (content, message) in _damaged(good).items():
             weights.write_bytes(content)
@@ -140,5 +161,10 @@ def test_asan_runner_refuses_damaged_weights_files(asan_runner, tmp_path):
             _assert_clean(result)
             assert result.returncode == 1 and message in result.stderr, f"{name}: {result.stderr}"
             assert result.stderr.count("\n") == 1, f"{name}: {result.stderr}"
+            created = subprocess.run([str(asan_runner / "create_code"), str(asan_runner)], capture_output=True,
+                                     text=True, env=ENV, timeout=120)
+            _assert_clean(created)
+            assert created.returncode == 0 and created.stdout.startswith(f"{ERR_WEIGHTS} emb: "), \
+                f"{name}: {created.stdout}{created.stderr}"
     finally:
         weights.write_bytes(good)
