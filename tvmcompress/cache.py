@@ -502,12 +502,60 @@ def _is_entry_or_staging(path: Path) -> bool:
             and path.is_dir() and not path.is_symlink())
 
 
+# What `clear --all` may delete under <cache_home>, by name: the artifact cache, the foreign runtimes that
+# targets/runtime_cache.py prepares (runtime/<arch>-tvm<version>/) and the onnx node-test cases that
+# tests/conformance caches. Anything else there was not made by tvmcompress and stays.
+_RUNTIME_SUBDIR = "runtime"
+_RUNTIME_NAME = re.compile(r"[a-z0-9_]+-tvm[0-9][0-9A-Za-z.+_-]*")
+_OUR_FILES = re.compile(r"onnx-[0-9][0-9A-Za-z.+_-]*-node-tests-v[0-9]+\.pkl")
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
 def clear_everything() -> CacheInfo:
-    """`tvmcompress cache clear --all`: the whole <cache_home> (artifacts, prepared foreign runtimes, test data)."""
+    """`tvmcompress cache clear --all`: what tvmcompress keeps in <cache_home> (artifacts, prepared foreign
+    runtimes, cached test data), each recognised by its name before anything is deleted; symlinks and whatever
+    else lives there (someone's files, another tool's cache) are left as they are, and named in a warning."""
     home = cache_home()
-    if not home.is_dir():
+    if not home.is_dir() or home.is_symlink():
         return CacheInfo(str(home), 0, 0)
-    size = sum(p.stat().st_size for p in home.rglob("*") if p.is_file())
-    entries = len(ArtifactCache(default_cache_dir())._entries())
-    shutil.rmtree(home)
-    return CacheInfo(str(home), entries, size)
+    removed_bytes, entries, kept = 0, 0, []
+    artifacts = home / ARTIFACTS_SUBDIR
+    if artifacts.is_dir() and not artifacts.is_symlink():
+        # First, before anything else is deleted: clear() refuses a directory that is not an artifact cache.
+        info = ArtifactCache(artifacts).clear()
+        removed_bytes, entries = info.bytes, info.entries
+        if {p.name for p in artifacts.iterdir()} <= {_LOCK_NAME, _TAG_NAME}:
+            for name in (_LOCK_NAME, _TAG_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    (artifacts / name).unlink()
+            artifacts.rmdir()
+        else:
+            kept.append(f"{ARTIFACTS_SUBDIR}/ (files that are not cache entries)")
+    for path in sorted(home.iterdir()):
+        if path.name == ARTIFACTS_SUBDIR and not path.is_symlink():
+            continue  # handled above
+        if path.name == _RUNTIME_SUBDIR and path.is_dir() and not path.is_symlink():
+            for runtime in sorted(path.iterdir()):
+                if _RUNTIME_NAME.fullmatch(runtime.name) and runtime.is_dir() and not runtime.is_symlink():
+                    removed_bytes += _tree_bytes(runtime)
+                    shutil.rmtree(runtime)
+                else:
+                    kept.append(f"{path.name}/{runtime.name}")
+            _remove_if_empty(path)
+        elif _OUR_FILES.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            removed_bytes += path.stat().st_size
+            path.unlink()
+        else:
+            kept.append(path.name)
+    _remove_if_empty(home)
+    if kept:
+        log.warning("cache clear --all left in %s what tvmcompress did not create: %s", home, ", ".join(kept))
+    return CacheInfo(str(home), entries, removed_bytes)

@@ -135,7 +135,7 @@ def test_default_location_follows_xdg_and_clear_keeps_runtimes(tmp_path, monkeyp
     entry = cache_mod.default_cache_dir() / ("0" * 64)
     entry.mkdir(parents=True)
     (entry / "manifest.json").write_text("{}")
-    runtime = tmp_path / "home" / ".cache" / "tvmcompress" / "runtime" / "aarch64"
+    runtime = tmp_path / "home" / ".cache" / "tvmcompress" / "runtime" / "aarch64-tvm0.27.0"  # runtime_cache's name
     runtime.mkdir(parents=True)
     assert main(["cache", "clear"]) == 0
     assert not entry.exists() and runtime.is_dir()  # plain clear: artifacts only

@@ -278,3 +278,69 @@ def test_the_benchmark_baseline_really_has_no_checks():
         assert cpu_pipeline.PropagateNaN is not PropagateNaN
     assert not has_check(baseline)
     assert cpu_pipeline.PropagateNaN is PropagateNaN  # restored for the rest of the process
+
+
+# ---- MaxUnpool: its indices address the flattened output ------------------------------------------------------
+
+
+def _maxunpool_model() -> onnx.ModelProto:
+    """x [1, 2, 2, 3] unpooled by a 2x2 kernel, stride 2, pads 0,0,0,1: output [1, 2, 4, 5], 40 positions."""
+    v = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("MaxUnpool", ["x", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 1],
+                          name="unpool")],
+        "unpool", [v("x", TensorProto.FLOAT, [1, 2, 2, 3]), v("i", TensorProto.INT64, [1, 2, 2, 3])],
+        [v("y", TensorProto.FLOAT, [1, 2, 4, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=9)
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def maxunpool(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("maxunpool")
+    path = tmp / "unpool.onnx"
+    onnx.save(_maxunpool_model(), str(path))
+    return path, tvmc_compile(path, output=tmp / "art")
+
+
+def _unpool_feeds(indices=None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    valid = np.sort(rng.choice(40, 12, replace=False)).astype(np.int64)  # distinct: no write order to depend on
+    valid[-1] = 39  # the last position of the output
+    chosen = valid if indices is None else np.asarray(indices, np.int64)
+    return {"x": rng.standard_normal((1, 2, 2, 3)).astype(np.float32), "i": chosen.reshape(1, 2, 2, 3)}
+
+
+def test_maxunpool_valid_indices_match_onnxruntime(maxunpool):
+    path, artifact = maxunpool
+    feeds = _unpool_feeds()
+    np.testing.assert_array_equal(artifact.run(feeds)["y"], zoo.ort_outputs(onnx.load(str(path)), feeds)[0])
+
+
+@pytest.mark.parametrize("bad", [40, -1, 10**6, -(2**62)])
+def test_maxunpool_out_of_range_index_is_an_error(maxunpool, bad):
+    path, artifact = maxunpool
+    indices = list(range(12))
+    indices[7] = bad
+    feeds = _unpool_feeds(indices)
+    with pytest.raises(Exception, match="out of bounds"):  # onnxruntime: valid range [0, 40)
+        zoo.ort_outputs(onnx.load(str(path)), feeds)
+    with pytest.raises(TvmcompressError) as err:
+        artifact.run(feeds)
+    message = str(err.value)
+    assert 'MaxUnpool node "unpool", input 1 (I = model input "i")' in message, message
+    assert "index out of range" in message and "outside [0, 39]" in message, message
+
+
+def test_cli_run_of_maxunpool_with_a_bad_index_exits_2_with_one_line(maxunpool, tmp_path):
+    _, artifact = maxunpool
+    np.savez(tmp_path / "bad.npz", **_unpool_feeds([40] + list(range(11))))
+    result = subprocess.run(
+        [sys.executable, "-m", "tvmcompress.cli", "run", str(artifact.directory), "--inputs", str(tmp_path / "bad.npz")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr and "MaxUnpool" in lines[0], result.stderr

@@ -323,3 +323,68 @@ def test_key_covers_external_data_bytes(tmp_path):
     data[0] ^= 1
     (tmp_path / "weights.data").write_bytes(bytes(data))
     assert key() != before
+
+
+# --- cache clear --all ------------------------------------------------------------------------------------------
+
+
+def _ours_and_theirs(home: Path, outside: Path) -> list[Path]:
+    """<cache_home> holding what tvmcompress makes there (an artifact entry, a foreign runtime, the node-test
+    cases) beside a user's files, another tool's cache and a symlink out; returns the paths of ours."""
+    cache_mod.ArtifactCache(home / "artifacts")._ensure()
+    (home / "artifacts" / KEY).mkdir()
+    (home / "artifacts" / KEY / "model.so").write_bytes(b"x" * 10)
+    runtime = home / "runtime" / "aarch64-tvm0.27.0.post1" / "lib"
+    runtime.mkdir(parents=True)
+    (runtime / "libtvm_runtime.so").write_bytes(b"y" * 20)
+    (home / "onnx-1.23.2-node-tests-v2.pkl").write_bytes(b"z" * 5)
+    _project_dir(home)  # src/main.py, README
+    (home / "perf_lab" / "work").mkdir(parents=True)  # another tool's directory
+    (home / "perf_lab" / "work" / "result.json").write_text("{}")
+    (home / "runtime" / "my-notes.txt").write_text("keep\n")
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep\n")
+    (home / "link").symlink_to(outside)
+    return [home / "artifacts", home / "runtime" / "aarch64-tvm0.27.0.post1", home / "onnx-1.23.2-node-tests-v2.pkl"]
+
+
+def test_clear_all_deletes_only_what_tvmcompress_made(tmp_path, capsys, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    home = tmp_path / "xdg" / "tvmcompress"
+    ours = _ours_and_theirs(home, tmp_path / "outside")
+    theirs = {rel: data for rel, data in snapshot(tmp_path).items()
+              if not any((tmp_path / rel) == p or p in (tmp_path / rel).parents for p in ours)}
+    result = main_in_process(["cache", "clear", "--all"], capsys, monkeypatch, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"cleared {home}: 1 artifacts, 35 bytes"), result.stdout
+    assert not any(p.exists() for p in ours)
+    assert snapshot(tmp_path) == theirs  # every other file, directory and link byte-identical
+    warning = [r.getMessage() for r in caplog.records if "did not create" in r.getMessage()]
+    assert len(warning) == 1 and all(n in warning[0] for n in ("README", "src", "perf_lab", "link", "my-notes.txt"))
+
+
+def test_clear_all_leaves_a_project_that_happens_to_sit_at_cache_home(tmp_path, capsys, monkeypatch):
+    """XDG_CACHE_HOME=~ with a checkout at ~/tvmcompress: nothing there has our names, nothing is deleted."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    home = tmp_path / "tvmcompress"
+    home.mkdir()
+    _project_dir(home)
+    (home / "runtime").mkdir()  # a project's own runtime/ folder, holding nothing of ours
+    (home / "runtime" / "main.c").write_text("int main(void) { return 0; }\n")
+    before = snapshot(tmp_path)
+    result = main_in_process(["cache", "clear", "--all"], capsys, monkeypatch, tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith(f"cleared {home}: 0 artifacts, 0 bytes")
+    assert snapshot(tmp_path) == before
+
+
+def test_clear_all_refuses_an_artifacts_dir_that_is_not_a_cache_before_deleting_anything(tmp_path, capsys,
+                                                                                         monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    home = tmp_path / "xdg" / "tvmcompress"
+    (home / "artifacts").mkdir(parents=True)
+    _project_dir(home / "artifacts")
+    (home / "runtime" / "aarch64-tvm0.27.0").mkdir(parents=True)
+    before = snapshot(tmp_path)
+    assert_refused(main_in_process(["cache", "clear", "--all"], capsys, monkeypatch, tmp_path),
+                   "is not a tvmcompress cache", "nothing was changed")
+    assert snapshot(tmp_path) == before

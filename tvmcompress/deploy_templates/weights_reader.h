@@ -11,6 +11,7 @@
 #ifndef TVMCOMPRESS_WEIGHTS_READER_H_
 #define TVMCOMPRESS_WEIGHTS_READER_H_
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,40 @@ static int tvmc_weights_decode(const char* codec, const unsigned char* src, uint
   return tvmc_weights_fail(err, err_size, "weights file uses an unknown codec: ", codec);
 }
 
+/* Bytes per element of a dtype weights_file.py writes (numpy's itemsize; ml_dtypes' sub-byte types take a
+ * byte each there), or 0 for a name it never writes. */
+static uint64_t tvmc_weights_itemsize(const char* dtype) {
+  static const char* const one[] = {"bool", "int8", "uint8", "float8_e4m3fn", "float8_e5m2", "int4", "uint4", NULL};
+  static const char* const two[] = {"int16", "uint16", "float16", "bfloat16", NULL};
+  static const char* const four[] = {"int32", "uint32", "float32", NULL};
+  static const char* const eight[] = {"int64", "uint64", "float64", NULL};
+  const char* const* tables[] = {one, two, four, eight};
+  for (int t = 0; t < 4; ++t) {
+    for (const char* const* name = tables[t]; *name != NULL; ++name) {
+      if (strcmp(dtype, *name) == 0) return (uint64_t)1 << t;
+    }
+  }
+  return 0;
+}
+
+/* Every field of a table entry against the file, as weights_file._entry_problem checks them: the data lies
+ * inside the file, the dtype is known, and nbytes is exactly prod(shape) * itemsize, computed without
+ * overflow. Afterwards a reader may trust offset, stored_bytes and nbytes. */
+static int tvmc_weights_entry_ok(const tvmc_weight_entry* e, uint64_t file_bytes) {
+  if (e->ndim > TVMC_WEIGHTS_MAX_NDIM) return 0;
+  if (e->offset > file_bytes || e->stored_bytes > file_bytes - e->offset) return 0;
+  if (e->offset > (uint64_t)LONG_MAX) return 0; /* fseek takes a long */
+  uint64_t bytes = tvmc_weights_itemsize(e->dtype);
+  if (bytes == 0) return 0;
+  for (uint32_t d = 0; d < e->ndim; ++d) {
+    if (e->shape[d] < 0) return 0;
+    uint64_t dim = (uint64_t)e->shape[d];
+    if (dim != 0 && bytes > UINT64_MAX / dim) return 0;
+    bytes *= dim;
+  }
+  return bytes == e->nbytes && e->nbytes <= (uint64_t)SIZE_MAX;
+}
+
 static void tvmc_weights_close(tvmc_weights* w) {
   if (w->file != NULL) fclose(w->file);
   free(w->entries);
@@ -97,7 +132,11 @@ static int tvmc_weights_open(const char* path, tvmc_weights* w, char* err, size_
   w->count = (uint32_t)tvmc_load_le(head + 12, 4);
   memcpy(w->codec, head + 24, 16);
   w->codec[16] = '\0';
-  if (w->count > (w->file_bytes / TVMC_WEIGHTS_ENTRY_BYTES)) goto damaged;
+  /* The table must fit in the file before anything is allocated for it: a damaged count asks for nothing. */
+  if (w->file_bytes < TVMC_WEIGHTS_HEADER_BYTES ||
+      w->count > (w->file_bytes - TVMC_WEIGHTS_HEADER_BYTES) / TVMC_WEIGHTS_ENTRY_BYTES) {
+    goto damaged;
+  }
   w->entries = (tvmc_weight_entry*)calloc(w->count == 0 ? 1 : w->count, sizeof(tvmc_weight_entry));
   if (w->entries == NULL) goto damaged;
   for (uint32_t i = 0; i < w->count; ++i) {
@@ -111,9 +150,7 @@ static int tvmc_weights_open(const char* path, tvmc_weights* w, char* err, size_
     e->offset = tvmc_load_le(raw + 88, 8);
     e->stored_bytes = tvmc_load_le(raw + 96, 8);
     e->nbytes = tvmc_load_le(raw + 104, 8);
-    if (e->ndim > TVMC_WEIGHTS_MAX_NDIM || e->offset > w->file_bytes || e->stored_bytes > w->file_bytes - e->offset) {
-      goto damaged;
-    }
+    if (!tvmc_weights_entry_ok(e, w->file_bytes)) goto damaged;
   }
   return 0;
 damaged:
@@ -123,6 +160,7 @@ damaged:
 
 /* Decode tensor `index` into `dst`, which holds entries[index].nbytes bytes. */
 static int tvmc_weights_read(tvmc_weights* w, uint32_t index, void* dst, char* err, size_t err_size) {
+  if (w->entries == NULL || index >= w->count) return tvmc_weights_fail(err, err_size, "no such weight tensor", "");
   const tvmc_weight_entry* e = &w->entries[index];
   unsigned char* stored = (unsigned char*)malloc(e->stored_bytes == 0 ? 1 : (size_t)e->stored_bytes);
   if (stored == NULL) return tvmc_weights_fail(err, err_size, "out of memory reading weights", "");

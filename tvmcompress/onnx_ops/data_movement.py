@@ -89,8 +89,12 @@ class TensorScatter(OnnxOpConverter):
 
 
 class MaxUnpool(OnnxOpConverter):
-    """TVM's converter, whose output_shape form gives wrong values (conformance: 8 of 25 elements of
-    test_maxunpool_export_with_output_shape misplaced), so that form is rejected by name."""
+    """TVM's converter on checked indices. Its output_shape form gives wrong values (conformance: 8 of 25
+    elements of test_maxunpool_export_with_output_shape misplaced), so that form is rejected by name.
+
+    TVM scatters each value to the flat output position its index names, unchecked: an index past the output
+    writes past it. Indices address the whole flattened output (batch and channels included); onnxruntime takes
+    [0, size) and refuses anything else, negative ones too, so `checked_indices` asserts that range."""
 
     @classmethod
     def unsupported_form(cls, node):
@@ -100,4 +104,23 @@ class MaxUnpool(OnnxOpConverter):
 
     @classmethod
     def get_converter(cls, opset):
-        return tvm_onnx.MaxUnpool.get_converter(opset)
+        convert = tvm_onnx.MaxUnpool.get_converter(opset)
+
+        def checked(bb, inputs, attr, params):
+            data, indices = inputs[0], inputs[1]
+            size = int(np.prod(cls._output_shape(shape_of(data), attr), dtype=np.int64))
+            where = where_indices(attr, 1, "I", indices)
+            indices = checked_indices(bb, indices, [size], where, allow_negative=False)
+            return convert(bb, tvm_onnx.onnx_input([data, indices, inputs[2]]), attr, params)
+
+        return checked
+
+    @staticmethod
+    def _output_shape(shape: list[int], attr: dict) -> list[int]:
+        """(in - 1) * stride + kernel - pad_begin - pad_end per spatial axis: the shape TVM's converter builds."""
+        kernel = list(attr["kernel_shape"])
+        strides = list(attr.get("strides", [1] * len(kernel)))
+        pads = list(attr.get("pads", [0] * 2 * len(kernel)))
+        spatial = [(n - 1) * s + k - pads[i] - pads[i + len(kernel)]
+                   for i, (n, s, k) in enumerate(zip(shape[2:], strides, kernel))]
+        return [*shape[:2], *spatial]

@@ -117,59 +117,10 @@ def _data_extent(data: relax.Expr, axis: int) -> tuple[int, int]:
     return axis % len(shape), shape[axis % len(shape)]
 
 
-class Gather(OnnxOpConverter):
-    """relax.take on checked indices. Shape expressions and all-constant inputs stay with TVM's converter,
-    which computes them at import."""
-
-    @classmethod
-    def get_converter(cls, opset):
-        return cls._impl
-
-    @classmethod
-    def _impl(cls, bb, inputs, attr, params):
-        data, indices = inputs[0], inputs[1]
-        if isinstance(data, relax.ShapeExpr) or isinstance(indices, relax.ShapeExpr) or (
-            constant_value(data) is not None and constant_value(indices) is not None
-        ):
-            return tvm_onnx.Gather._impl_v13(bb, inputs, attr, params)
-        axis, n = _data_extent(data, int(attr.get("axis", 0)))
-        checked = checked_indices(bb, indices, [n], where_indices(attr, 1, "indices", indices))
-        return R.take(data, checked, axis)
-
-
-class GatherElements(OnnxOpConverter):
-    @classmethod
-    def get_converter(cls, opset):
-        return cls._impl
-
-    @classmethod
-    def _impl(cls, bb, inputs, attr, params):
-        data, indices = inputs[0], inputs[1]
-        axis, n = _data_extent(data, int(attr.get("axis", 0)))
-        checked = checked_indices(bb, indices, [n], where_indices(attr, 1, "indices", indices))
-        return R.gather_elements(data, checked, axis)
-
-
 def _coordinate_extents(data: relax.Expr, indices: relax.Expr, batch_dims: int) -> list[int]:
     """The axis size that each coordinate of indices' last axis addresses (GatherND, ScatterND)."""
     k = shape_of(indices)[-1]
     return list(shape_of(data)[batch_dims : batch_dims + k])
-
-
-class GatherND(OnnxOpConverter):
-    @classmethod
-    def get_converter(cls, opset):
-        return cls._impl
-
-    @classmethod
-    def _impl(cls, bb, inputs, attr, params):
-        data, indices = inputs[0], inputs[1]
-        batch_dims = int(attr.get("batch_dims", 0))
-        extents = _coordinate_extents(data, indices, batch_dims)
-        if not extents:  # an empty coordinate takes whole slices: nothing to check
-            return R.gather_nd(data, indices, batch_dims)
-        where = where_indices(attr, 1, "indices", indices)
-        return R.gather_nd(data, checked_indices(bb, indices, extents, where, per_coordinate=True), batch_dims)
 
 
 def _reduction(attr: dict, opset: int) -> str:
@@ -177,29 +128,92 @@ def _reduction(attr: dict, opset: int) -> str:
     return tvm_onnx._get_onnx_reduction(attr, allowed)  # noqa: SLF001 - TVM's own reading of `reduction`
 
 
-class ScatterElements(OnnxOpConverter):
+class _CheckedIndicesOp(OnnxOpConverter):
+    """The shape all five converters share: input 1 holds the indices; `extents` says which axis sizes they
+    address, `checked_indices` bounds them, `call` builds TVM's op on the checked ones. `per_coordinate`: one
+    extent per coordinate of indices' last axis (the ND ops); no extents: nothing to check."""
+
+    per_coordinate = False
+
+    @classmethod
+    def extents(cls, data: relax.Expr, indices: relax.Expr, attr: dict) -> list[int]:
+        return [_data_extent(data, int(attr.get("axis", 0)))[1]]
+
+    @classmethod
+    def call(cls, inputs: Sequence[relax.Expr], indices: relax.Expr, attr: dict, opset: int) -> relax.Expr:
+        raise NotImplementedError
+
     @classmethod
     def get_converter(cls, opset):
         return lambda bb, inputs, attr, params: cls._impl(bb, inputs, attr, opset)
 
     @classmethod
     def _impl(cls, bb, inputs, attr, opset):
-        data, indices, updates = inputs
-        axis, n = _data_extent(data, int(attr.get("axis", 0)))
-        checked = checked_indices(bb, indices, [n], where_indices(attr, 1, "indices", indices))
-        return R.scatter_elements(data, checked, updates, axis=axis, reduction=_reduction(attr, opset))
-
-
-class ScatterND(OnnxOpConverter):
-    @classmethod
-    def get_converter(cls, opset):
-        return lambda bb, inputs, attr, params: cls._impl(bb, inputs, attr, opset)
-
-    @classmethod
-    def _impl(cls, bb, inputs, attr, opset):
-        data, indices, updates = inputs
-        extents = _coordinate_extents(data, indices, 0)
+        data, indices = inputs[0], inputs[1]
+        extents = cls.extents(data, indices, attr)
         if extents:
             where = where_indices(attr, 1, "indices", indices)
-            indices = checked_indices(bb, indices, extents, where, per_coordinate=True)
-        return R.scatter_nd(data, indices, updates, _reduction(attr, opset))
+            indices = checked_indices(bb, indices, extents, where, per_coordinate=cls.per_coordinate)
+        return cls.call(inputs, indices, attr, opset)
+
+
+def _axis(inputs: Sequence[relax.Expr], attr: dict) -> int:
+    return _data_extent(inputs[0], int(attr.get("axis", 0)))[0]
+
+
+class Gather(_CheckedIndicesOp):
+    """relax.take on checked indices. Shape expressions and all-constant inputs stay with TVM's converter,
+    which computes them at import."""
+
+    @classmethod
+    def get_converter(cls, opset):
+        def convert(bb, inputs, attr, params):
+            data, indices = inputs[0], inputs[1]
+            if isinstance(data, relax.ShapeExpr) or isinstance(indices, relax.ShapeExpr) or (
+                constant_value(data) is not None and constant_value(indices) is not None
+            ):
+                return tvm_onnx.Gather._impl_v13(bb, inputs, attr, params)
+            return cls._impl(bb, inputs, attr, opset)
+
+        return convert
+
+    @classmethod
+    def call(cls, inputs, indices, attr, opset):
+        return R.take(inputs[0], indices, _axis(inputs, attr))
+
+
+class GatherElements(_CheckedIndicesOp):
+    @classmethod
+    def call(cls, inputs, indices, attr, opset):
+        return R.gather_elements(inputs[0], indices, _axis(inputs, attr))
+
+
+class ScatterElements(_CheckedIndicesOp):
+    @classmethod
+    def call(cls, inputs, indices, attr, opset):
+        return R.scatter_elements(inputs[0], indices, inputs[2], axis=_axis(inputs, attr),
+                                  reduction=_reduction(attr, opset))
+
+
+class GatherND(_CheckedIndicesOp):
+    per_coordinate = True
+
+    @classmethod
+    def extents(cls, data, indices, attr):  # an empty coordinate takes whole slices: nothing to check
+        return _coordinate_extents(data, indices, int(attr.get("batch_dims", 0)))
+
+    @classmethod
+    def call(cls, inputs, indices, attr, opset):
+        return R.gather_nd(inputs[0], indices, int(attr.get("batch_dims", 0)))
+
+
+class ScatterND(_CheckedIndicesOp):
+    per_coordinate = True
+
+    @classmethod
+    def extents(cls, data, indices, attr):
+        return _coordinate_extents(data, indices, 0)
+
+    @classmethod
+    def call(cls, inputs, indices, attr, opset):
+        return R.scatter_nd(inputs[0], indices, inputs[2], _reduction(attr, opset))
