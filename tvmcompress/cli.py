@@ -243,6 +243,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bundle directory to write (replaced atomically)")
     p.add_argument("--static", action="store_true", help="link the model into lib<name>.a instead of shipping model.so")
     p.add_argument("--name", help="C name of the model's API (<name>_create, ...); default: the model file's name")
+    p.add_argument("--aot", action="store_true",
+                   help="ahead-of-time C program over one static arena: no Relax VM, no TVM runtime library")
+    p.add_argument("--max-ram", metavar="BYTES", help="with --aot: fail (exit 2) if the arena exceeds this (e.g. 32K)")
+    p.add_argument("--max-flash", metavar="BYTES",
+                   help="with --aot: fail (exit 2) if code + weights exceed this (e.g. 64K)")
     p.add_argument("--json", action="store_true", help="print bundle path, files and sizes as JSON")
 
     p = sub.add_parser(
@@ -565,12 +570,32 @@ def _cmd_cache(args) -> int:
 def _cmd_export(args) -> int:
     from . import api
 
+    if args.aot or args.max_ram or args.max_flash:
+        return _export_aot(args)
     summary = api.load(args.artifact).export(args.output, static=args.static, name=args.name)
     if args.json:
         print(json.dumps(summary.to_json(), indent=2, sort_keys=True))
     else:
         kind = "static" if summary.static else "shared"
         print(f"wrote {args.output}: {kind} bundle '{summary.name}' for {summary.target}, {sum(summary.files.values()):,} B")
+    return EXIT_OK
+
+
+def _export_aot(args) -> int:
+    from . import api
+    from .aot.export_aot import export_aot_bundle, summary_line
+    from .config import Budgets, parse_bytes
+
+    if not args.aot:
+        raise TvmcompressError("--max-ram / --max-flash on export apply to --aot bundles: add --aot")
+    if args.static:
+        raise TvmcompressError("--aot bundles are always static: drop --static")
+    budgets = Budgets(
+        max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
+        max_flash_bytes=parse_bytes(args.max_flash, "--max-flash") if args.max_flash else None,
+    )
+    summary = export_aot_bundle(api.load(args.artifact), args.output, name=args.name, budgets=budgets)
+    print(json.dumps(summary.to_json(), indent=2, sort_keys=True) if args.json else summary_line(summary))
     return EXIT_OK
 
 
