@@ -105,11 +105,27 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset"):
     pipeline, _ = relax_pipeline_for(target, tuned, _built_with_winograd(artifact.manifest))
     with record_memory_plan() as recorder:
         lowered = pipeline(mod)
+        # Only the kernels main calls: lowering leaves some unused (a transpose that became a VM reshape).
+        called = _called_kernels(lowered["main"])
         kernels = tvm.IRModule(
-            {gvar: func for gvar, func in lowered.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
+            {gvar: func for gvar, func in lowered.functions_items()
+             if isinstance(func, tvm.tirx.PrimFunc) and gvar.name_hint in called}
         )
         library = tvm.tirx.build(kernels, target=target)
     return lowered, library, recorder.plan()
+
+
+def _called_kernels(main) -> set[str]:
+    import tvm
+
+    names: set[str] = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, tvm.ir.expr.Call) and isinstance(expr.op, tvm.ir.expr.GlobalVar):
+            names.add(expr.op.name_hint)
+
+    tvm.relax.analysis.post_order_visit(main, visit)
+    return names
 
 
 def export_aot_bundle(
@@ -137,6 +153,8 @@ def export_aot_bundle(
     log.info("exporting %s as the AOT bundle '%s' for %s", artifact.directory, name, preset.name)
     lowered, library, plan = lower_for_aot(artifact, preset)
     program = extract_program(lowered, plan.workspace_bytes if plan is not None else 0)
+    if budgets is not None:
+        check_ram_budget(program, budgets)  # before compiling anything: the arena is known now
     with ArtifactWriter(bundle) as writer, tempfile.TemporaryDirectory(prefix="tvmcompress-aot-") as tmp:
         root, work = Path(writer.tmpdir), Path(tmp)
         header = deploy._header_values(artifact, preset, name, False)
@@ -145,7 +163,7 @@ def export_aot_bundle(
         objects = build_objects(program, library, preset, name, root, work)
         footprint = measure(objects, preset, program, plan.peak_activation_bytes if plan is not None else None)
         if budgets is not None:
-            check_budgets(footprint, program, budgets)
+            check_flash_budget(footprint, budgets)
         archive(preset, name, list(objects.values()), root / f"lib{name}.a", work)
         deploy._write_template("main.c.in", root / "main.c", deploy._name_values(name))
         deploy._write_template("aot_CMakeLists.txt.in", root / "CMakeLists.txt", deploy._name_values(name))
@@ -335,19 +353,22 @@ def measure(objects: dict[str, Path], preset: "TargetPreset", program: AotProgra
         kernel_code_bytes=_sum(kernels, code),
         kernel_rodata_bytes=_sum(kernels, rodata),
         tables_bytes=_sum(api, rodata),
-        weights_bytes=sum(section_sizes(objects["weights"], preset).values()),
+        weights_bytes=_sum(section_sizes(objects["weights"], preset), (".rodata",)),
         arena_bytes=program.arena_bytes,
         peak_activation_bytes=peak_activation_bytes,
     )
 
 
-def check_budgets(footprint: Footprint, program: AotProgram, budgets: "Budgets") -> None:
-    if budgets.max_ram_bytes is not None and footprint.arena_bytes > budgets.max_ram_bytes:
+def check_ram_budget(program: AotProgram, budgets: "Budgets") -> None:
+    if budgets.max_ram_bytes is not None and program.arena_bytes > budgets.max_ram_bytes:
         kernel, live = program.peak_call()
         raise TvmcompressError(
-            f"the AOT arena needs {footprint.arena_bytes:,} B, over --max-ram {budgets.max_ram_bytes:,} B; the layer "
+            f"the AOT arena needs {program.arena_bytes:,} B, over --max-ram {budgets.max_ram_bytes:,} B; the layer "
             f"that peaks is {kernel} (its tensors take {live:,} B): shrink the model or its input"
         )
+
+
+def check_flash_budget(footprint: Footprint, budgets: "Budgets") -> None:
     if budgets.max_flash_bytes is not None and footprint.flash_bytes > budgets.max_flash_bytes:
         raise TvmcompressError(
             f"the AOT build needs {footprint.flash_bytes:,} B of flash (code {footprint.kernel_code_bytes:,}, weights "
