@@ -245,6 +245,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="C name of the model's API (<name>_create, ...); default: the model file's name")
     p.add_argument("--aot", action="store_true",
                    help="ahead-of-time C program over one static arena: no Relax VM, no TVM runtime library")
+    p.add_argument("--board", metavar="NAME",
+                   help="with --aot: build for a microcontroller (cortex-m4, cortex-m7, cortex-m55) instead of the "
+                        "artifact's target, with a bare-metal firmware/ that runs under qemu-system-arm")
     p.add_argument("--max-ram", metavar="BYTES", help="with --aot: fail (exit 2) if the arena exceeds this (e.g. 32K)")
     p.add_argument("--max-flash", metavar="BYTES",
                    help="with --aot: fail (exit 2) if code + weights exceed this (e.g. 64K)")
@@ -570,7 +573,7 @@ def _cmd_cache(args) -> int:
 def _cmd_export(args) -> int:
     from . import api
 
-    if args.aot or args.max_ram or args.max_flash:
+    if args.aot or args.max_ram or args.max_flash or args.board:
         return _export_aot(args)
     summary = api.load(args.artifact).export(args.output, static=args.static, name=args.name)
     if args.json:
@@ -587,14 +590,19 @@ def _export_aot(args) -> int:
     from .config import Budgets, parse_bytes
 
     if not args.aot:
-        raise TvmcompressError("--max-ram / --max-flash on export apply to --aot bundles: add --aot")
+        raise TvmcompressError("--board / --max-ram / --max-flash on export apply to --aot bundles: add --aot")
     if args.static:
         raise TvmcompressError("--aot bundles are always static: drop --static")
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
         max_flash_bytes=parse_bytes(args.max_flash, "--max-flash") if args.max_flash else None,
     )
-    summary = export_aot_bundle(api.load(args.artifact), args.output, name=args.name, budgets=budgets)
+    board = None
+    if args.board:
+        from .targets.mcu_boards import resolve_board
+
+        board = resolve_board(args.board)
+    summary = export_aot_bundle(api.load(args.artifact), args.output, name=args.name, budgets=budgets, board=board)
     print(json.dumps(summary.to_json(), indent=2, sort_keys=True) if args.json else summary_line(summary))
     return EXIT_OK
 

@@ -35,6 +35,8 @@ from ..errors import TvmcompressError
 from .program import AotProgram, dlpack_dtype, extract_program
 
 if TYPE_CHECKING:
+    from ..targets.mcu_boards import McuBoard
+
     from ..artifact import Artifact
     from ..config import Budgets
     from ..targets.presets import TargetPreset
@@ -86,8 +88,9 @@ class AotBundleSummary:
         return dataclasses.asdict(self)
 
 
-def lower_for_aot(artifact: "Artifact", preset: "TargetPreset"):
-    """(VM-ready Relax module, compiled TIR kernels as a runtime module, memory plan) of the artifact."""
+def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool = True):
+    """(VM-ready Relax module, compiled TIR kernels as a runtime module, memory plan) of the artifact.
+    `use_tuning`: apply the artifact's tuning records (measured on its own target, so not for a board)."""
     import tvm
 
     from ..build import relax_pipeline_for
@@ -98,7 +101,7 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset"):
         mod = tvm.ir.load_json(f.read())
     target = tvm.target.Target(preset.tvm_target)
     tuned = None
-    if artifact.manifest.get("tuning") is not None:
+    if use_tuning and artifact.manifest.get("tuning") is not None:
         from ..schedules.tuning import winning_database
 
         tuned = winning_database(os.path.join(artifact.directory, "tuning"), target)
@@ -129,11 +132,14 @@ def _called_kernels(main) -> set[str]:
 
 
 def export_aot_bundle(
-    artifact: "Artifact", bundle: str | os.PathLike, name: str | None = None, budgets: "Budgets | None" = None
+    artifact: "Artifact", bundle: str | os.PathLike, name: str | None = None, budgets: "Budgets | None" = None,
+    board: "McuBoard | None" = None,
 ) -> AotBundleSummary:
     """Write the AOT bundle of `artifact` to `bundle` (replaced atomically; nothing is left on failure).
     `budgets`: RAM is checked against the arena (the stack is only known when the program runs), flash
-    against Footprint.flash_bytes; over budget raises TvmcompressError and writes nothing."""
+    against Footprint.flash_bytes; over budget raises TvmcompressError and writes nothing.
+    `board`: a microcontroller (targets/mcu_boards.py) to build for instead of the artifact's own target; the
+    bundle then also holds firmware/ (start-up code, linker script, a main that runs the model once)."""
     from .. import deploy
 
     bundle = os.fspath(bundle)
@@ -149,9 +155,9 @@ def export_aot_bundle(
             f"artifact '{artifact.directory}' has no {RELAX_MODULE_NAME} (compiled by an older tvmcompress): "
             "recompile it, then export --aot"
         )
-    preset = deploy._artifact_preset(artifact)
+    preset = board.preset() if board is not None else deploy._artifact_preset(artifact)
     log.info("exporting %s as the AOT bundle '%s' for %s", artifact.directory, name, preset.name)
-    lowered, library, plan = lower_for_aot(artifact, preset)
+    lowered, library, plan = lower_for_aot(artifact, preset, use_tuning=board is None)
     program = extract_program(lowered, plan.workspace_bytes if plan is not None else 0)
     if budgets is not None:
         check_ram_budget(program, budgets)  # before compiling anything: the arena is known now
@@ -160,16 +166,21 @@ def export_aot_bundle(
         header = deploy._header_values(artifact, preset, name, False)
         deploy._write_template("aot_model.h.in", root / deploy.HEADER_NAME,
                                {**header, "arena_bytes": str(program.arena_bytes)})
-        objects = build_objects(program, library, preset, name, root, work)
+        objects = build_objects(program, library, preset, name, root, work, board)
         footprint = measure(objects, preset, program, plan.peak_activation_bytes if plan is not None else None)
         if budgets is not None:
             check_flash_budget(footprint, budgets)
         archive(preset, name, list(objects.values()), root / f"lib{name}.a", work)
-        deploy._write_template("main.c.in", root / "main.c", deploy._name_values(name))
-        deploy._write_template("aot_CMakeLists.txt.in", root / "CMakeLists.txt", deploy._name_values(name))
-        (root / "cmake").mkdir()
-        deploy._write_template("toolchain.cmake.in", root / "cmake" / "toolchain.cmake",
-                               deploy._toolchain_values(preset, name))
+        if board is None:
+            deploy._write_template("main.c.in", root / "main.c", deploy._name_values(name))
+            deploy._write_template("aot_CMakeLists.txt.in", root / "CMakeLists.txt", deploy._name_values(name))
+            (root / "cmake").mkdir()
+            deploy._write_template("toolchain.cmake.in", root / "cmake" / "toolchain.cmake",
+                                   deploy._toolchain_values(preset, name))
+        else:
+            from .firmware import write_firmware
+
+            write_firmware(root, board, name, artifact, program)
         files = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         write_json(
             str(root / deploy.BUNDLE_JSON),
@@ -177,7 +188,10 @@ def export_aot_bundle(
                 "schema_version": deploy.BUNDLE_SCHEMA_VERSION,
                 "tvmcompress": __version__,
                 "name": name,
-                "target": {key: artifact.target[key] for key in ("preset", "arch", "json")},
+                "target": ({key: artifact.target[key] for key in ("preset", "arch", "json")} if board is None else
+                           {"preset": board.name, "arch": "cortex-m", "json": board.tvm_target}),
+                "board": None if board is None else {"name": board.name, "qemu_machine": board.qemu_machine,
+                                                     "gcc_flags": list(board.gcc_flags)},
                 "static": True,
                 "aot": True,
                 "separate_weights": False,
@@ -192,7 +206,7 @@ def export_aot_bundle(
         )
         files[deploy.BUNDLE_JSON] = (root / deploy.BUNDLE_JSON).stat().st_size
     log.info("wrote AOT bundle %s: %s", bundle, footprint.to_json())
-    return AotBundleSummary(os.path.abspath(bundle), name, artifact.target["preset"], True, False,
+    return AotBundleSummary(os.path.abspath(bundle), name, preset.name, True, False,
                             dict(sorted(files.items())), footprint.to_json())
 
 
@@ -205,15 +219,19 @@ def c_compiler(preset: "TargetPreset") -> str:
     return _binutils_prefix(preset) + "gcc"
 
 
-def c_flags(preset: "TargetPreset") -> list[str]:
-    """Flags for our C files: position independent for hosted targets; each function in its own section so
-    that a firmware link with --gc-sections drops what it does not call (create/destroy when it has no heap)."""
-    return ["-std=c99", "-O2", "-fPIC", "-Wall", "-Wextra", "-Werror", "-g0", "-ffunction-sections",
-            "-fdata-sections", "-fno-common"]
+def c_flags(board: "McuBoard | None") -> list[str]:
+    """Flags for our C files: position independent for hosted targets, the board's core and float ABI for a
+    microcontroller (optimized for size there); each function in its own section so that a firmware link
+    with --gc-sections drops what it does not call (create/destroy when it has no heap)."""
+    common = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-g0", "-ffunction-sections", "-fdata-sections",
+              "-fno-common"]
+    if board is None:
+        return [*common, "-O2", "-fPIC"]
+    return [*common, "-Os", *board.gcc_flags]
 
 
 def build_objects(program: AotProgram, library, preset: "TargetPreset", name: str, root: Path,
-                  work: Path) -> dict[str, Path]:
+                  work: Path, board: "McuBoard | None" = None) -> dict[str, Path]:
     """Compile kernels, runtime, program tables and weights for the target: {role: object file}."""
     from ..deploy import _run
 
@@ -235,7 +253,7 @@ def build_objects(program: AotProgram, library, preset: "TargetPreset", name: st
     objects = {"kernels": kernels}
     for role, source in sources.items():
         objects[role] = work / f"{role}.o"
-        flags = c_flags(preset) if source.suffix == ".c" else []
+        flags = c_flags(board) if source.suffix == ".c" else list(board.gcc_flags if board else [])
         _run([c_compiler(preset), *flags, "-I", str(root), "-I", str(work), "-c", str(source), "-o",
               str(objects[role])], f"compiling {source.name} for {preset.name}")
     return objects

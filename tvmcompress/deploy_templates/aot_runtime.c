@@ -123,6 +123,13 @@ void* __TVMBackendParallelBarrier = (void*)&TVMBackendParallelBarrier;
 void* __TVMFFIErrorSetRaisedFromCStrParts = (void*)&TVMFFIErrorSetRaisedFromCStrParts;
 void* __TVMFFIErrorSetRaisedFromCStr = (void*)&TVMFFIErrorSetRaisedFromCStr;
 
+#if defined(__ARM_EABI__)
+/* LLVM gives the kernels ARM unwind tables that name this personality routine. Nothing unwinds through a
+ * kernel (they are C functions that return error codes), so a stub keeps libgcc's unwinder (and, on Linux,
+ * libgcc_s.so) out of the program. Local to the model's object after export (archive() localizes it). */
+void __aeabi_unwind_cpp_pr0(void) {}
+#endif
+
 /* ---- the program ------------------------------------------------------------------------------------------ */
 
 static void* tensor_data(const tvmc_aot_program* program, const tvmc_aot_tensor* t, uint8_t* arena,
