@@ -30,6 +30,11 @@ int host_read(int handle, void* data, uint32_t size) {
   return semihost(0x06, args); /* the number of bytes NOT read */
 }
 
+int host_length(int handle) {
+  uint32_t args[1] = {(uint32_t)handle};
+  return semihost(0x0C, args);
+}
+
 int host_write(int handle, const void* data, uint32_t size) {
   uint32_t args[3] = {(uint32_t)handle, (uint32_t)data, size};
   return semihost(0x05, args); /* the number of bytes NOT written */

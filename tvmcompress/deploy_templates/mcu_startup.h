@@ -6,6 +6,7 @@
 
 int host_open(const char* path, int write);
 int host_read(int handle, void* data, uint32_t size);
+int host_length(int handle);
 int host_write(int handle, const void* data, uint32_t size);
 void host_close(int handle);
 void host_print(const char* text);
