@@ -615,7 +615,11 @@ def _cmd_targets(args) -> int:
         print(json.dumps(targets, indent=2))
         return EXIT_OK
     for t in targets:
+        if t.get("kind") == "board" and not any(u.get("kind") == "board" for u in targets[:targets.index(t)]):
+            print("\nmicrocontroller boards (tvmcompress export ARTIFACT -o BUNDLE --aot --board NAME):")
         print(f"{t['name']:<16} {t['description']}")
+        if t.get("features"):
+            print(f"{'':<16} features {', '.join(t['features'])}")
         print(f"{'':<16} compiler {t['compiler']} (Debian: {t['debian_package']}), runs here: {t['runner']}")
     return EXIT_OK
 

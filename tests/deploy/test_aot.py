@@ -4,7 +4,7 @@ entry point allocates nothing; --max-ram fails with exit 2 naming the size and t
 
 Tolerance: 1e-5 absolute against ONNX Runtime (the issue's bound; logits of magnitude < 10, the kernels
 reorder float32 sums, and ARM fuses multiply-adds: a few ulps). Tiers: x86-64 in the default suite; aarch64
-and armv7 under qemu-user are `slow` and `cross`.
+armv7 and riscv64 under qemu-user are `slow` and `cross`.
 """
 
 from __future__ import annotations
