@@ -142,7 +142,7 @@ def test_max_ram_without_aot_is_refused(digits_x86, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.cross
-@pytest.mark.parametrize("arch", ["aarch64", "armv7"])
+@pytest.mark.parametrize("arch", ["aarch64", "armv7", "riscv64"])
 def test_aot_digits_under_qemu_user_matches_ort(arch, tmp_path):
     reason = missing_tool(FOREIGN_ARCHES[arch])
     if reason is not None:
