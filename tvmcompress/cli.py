@@ -488,6 +488,12 @@ def _cmd_inspect(args) -> int:
     if os.path.isdir(args.model):
         if args.input_shape:
             raise TvmcompressError("--input-shape applies to ONNX models; an artifact's shapes are fixed: drop it")
+        from .aot.export_aot import format_aot_bundle, read_aot_bundle
+
+        bundle = read_aot_bundle(args.model)
+        if bundle is not None:  # an `export --aot` bundle: its footprint
+            print(json.dumps(bundle, indent=2, sort_keys=True) if args.json else format_aot_bundle(bundle))
+            return EXIT_OK
         summary = artifact_summary(api.load(args.model))
         print(json.dumps(summary, indent=2, sort_keys=True) if args.json else format_artifact(summary))
         return EXIT_OK

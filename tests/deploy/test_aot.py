@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -120,6 +121,17 @@ def test_run_with_arena_allocates_nothing_and_checks_its_arguments(digits_x86, t
     got = np.frombuffer((tmp_path / "out.bin").read_bytes(), np.float32)
     expected = zoo.ort_outputs(__import__("onnx").load(str(DIGITS)), {"input": sample})[0].ravel()
     np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+
+
+def test_inspect_reports_the_footprint_of_an_aot_bundle(digits_x86, capsys):
+    _, bundle, summary = digits_x86
+    assert main(["inspect", str(bundle)]) == 0
+    text = capsys.readouterr().out
+    footprint = summary["footprint"]
+    assert re.search(rf"runtime shim code\s+{footprint['shim_code_bytes']:,} B", text), text
+    assert f"{footprint['flash_bytes']:,} B" in text and f"{footprint['arena_bytes']:,} B" in text
+    assert main(["inspect", str(bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["footprint"] == footprint
 
 
 def test_export_aot_over_max_ram_exits_2_naming_size_and_layer(digits_x86, tmp_path, capsys):

@@ -84,6 +84,8 @@ def test_fp32_digits_on_board_match_ort(board, fp32_artifact, tmp_path):
         expected = zoo.ort_outputs(model, {"input": sample[None]})[0].ravel()
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     assert 0 < stack < 8192
+    # export measured the stack too (one run on zeros): the same code path, so the same high-water mark.
+    assert footprint["stack_bytes"] == stack
     # The plan of the board's own lowering (its kernels' scratch differs from the host build's).
     assert footprint["arena_bytes"] == footprint["peak_activation_bytes"]
     # The firmware's flash holds the model's footprint plus start-up code and the part of libc/libgcc it uses.

@@ -64,6 +64,11 @@ class Footprint:
     weights_bytes: int  # the const weights, padded to WEIGHT_ALIGN each
     arena_bytes: int  # every intermediate tensor + kernel scratch
     peak_activation_bytes: int | None  # the memory plan's number, for comparison
+    # Microcontroller bundles: measured on the linked firmware, run once under qemu (None elsewhere, or when
+    # qemu-system-arm is missing). Firmware flash/RAM include start-up code, libc/libgcc parts and I/O buffers.
+    stack_bytes: int | None = None
+    firmware_flash_bytes: int | None = None
+    firmware_static_ram_bytes: int | None = None
 
     @property
     def flash_bytes(self) -> int:
@@ -178,9 +183,14 @@ def export_aot_bundle(
             deploy._write_template("toolchain.cmake.in", root / "cmake" / "toolchain.cmake",
                                    deploy._toolchain_values(preset, name))
         else:
-            from .firmware import write_firmware
+            from ..deploy import _byte_size
+            from .firmware import measure_firmware, write_firmware
 
             write_firmware(root, board, name, artifact, program)
+            # The stack is only known by running: once on zeros, under qemu, with the painted-stack probe.
+            measured = measure_firmware(root, board, name, sum(_byte_size(s) for s in artifact.inputs), work)
+            footprint = dataclasses.replace(footprint, **{k: v for k, v in measured.items()
+                                                          if k in Footprint.__dataclass_fields__})
         files = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         write_json(
             str(root / deploy.BUNDLE_JSON),
@@ -392,6 +402,39 @@ def check_flash_budget(footprint: Footprint, budgets: "Budgets") -> None:
             f"the AOT build needs {footprint.flash_bytes:,} B of flash (code {footprint.kernel_code_bytes:,}, weights "
             f"{footprint.weights_bytes:,}), over --max-flash {budgets.max_flash_bytes:,} B: quantize (--int8) or prune"
         )
+
+
+def read_aot_bundle(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The bundle.json of an AOT bundle in `directory`, or None when it is not one."""
+    path = os.path.join(directory, "bundle.json")
+    if not os.path.isfile(path):
+        return None
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        info = json.load(f)
+    return info if info.get("aot") else None
+
+
+def format_aot_bundle(info: dict[str, Any]) -> str:
+    fp = info["footprint"]
+    rows = [
+        ("runtime shim code", fp["shim_code_bytes"]), ("C API code", fp["api_code_bytes"]),
+        ("kernel code", fp["kernel_code_bytes"]), ("kernel read-only data", fp["kernel_rodata_bytes"]),
+        ("program tables", fp["tables_bytes"]), ("const weights", fp["weights_bytes"]),
+    ]
+    lines = [f"AOT bundle '{info['name']}' for {info['target']['preset']}", "flash:"]
+    lines += [f"  {label:<24} {value:>10,} B" for label, value in rows]
+    lines.append(f"  {'total':<24} {fp['flash_bytes']:>10,} B")
+    lines.append("RAM:")
+    lines.append(f"  {'arena':<24} {fp['arena_bytes']:>10,} B (memory plan: {fp['peak_activation_bytes']:,} B)")
+    if fp.get("stack_bytes") is not None:
+        lines.append(f"  {'stack (high-water)':<24} {fp['stack_bytes']:>10,} B (measured under qemu)")
+        lines.append(f"firmware: flash {fp['firmware_flash_bytes']:,} B, static RAM "
+                     f"{fp['firmware_static_ram_bytes']:,} B + stack {fp['stack_bytes']:,} B")
+    else:
+        lines.append("  stack                    not measured (a hosted bundle; measured for --board firmware)")
+    return "\n".join(lines)
 
 
 def summary_line(summary: AotBundleSummary) -> str:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TvmcompressError
 
@@ -60,9 +60,10 @@ def write_firmware(root: Path, board: "McuBoard", name: str, artifact: "Artifact
     })
 
 
-def build_firmware(bundle: Path, board: "McuBoard", output: Path) -> FirmwareSize:
-    """Link firmware/ and lib<name>.a into an ELF image for the board; returns its size."""
-    name = _bundle_name(bundle)
+def build_firmware(bundle: Path, board: "McuBoard", output: Path, name: str | None = None) -> FirmwareSize:
+    """Link firmware/ and lib<name>.a into an ELF image for the board; returns its size. `name`: the model's
+    C name (default: read from bundle.json)."""
+    name = name or _bundle_name(bundle)
     firmware = bundle / FIRMWARE_DIR
     command = [
         "arm-none-eabi-gcc", *board.gcc_flags, "-std=c99", "-Os", "-Wall", "-Werror", "-g0", "-ffunction-sections",
@@ -97,6 +98,24 @@ def run_firmware(board: "McuBoard", elf: Path, workdir: Path, timeout: float = 3
     if match is None:
         raise RuntimeError(f"the firmware printed no stack_bytes line: {output!r}")
     return FirmwareRun(int(match.group(1)), output)
+
+
+def measure_firmware(root: Path, board: "McuBoard", name: str, input_bytes: int, work: Path) -> dict[str, Any]:
+    """Build the firmware and run it once on zeros under qemu: {firmware_flash_bytes, firmware_static_ram_bytes,
+    stack_bytes}; the stack is None (and a reason is given) when qemu or the toolchain is missing."""
+    from ..targets.mcu_boards import missing_board_tool
+
+    reason = missing_board_tool(board)
+    if reason is not None:
+        return {"stack_bytes": None, "stack_not_measured": reason}
+    elf = work / "firmware.elf"
+    size = build_firmware(root, board, elf, name)
+    run_dir = work / "run"
+    run_dir.mkdir()
+    (run_dir / "in.bin").write_bytes(b"\0" * input_bytes)
+    run = run_firmware(board, elf, run_dir)
+    return {"stack_bytes": run.stack_bytes, "firmware_flash_bytes": size.flash_bytes,
+            "firmware_static_ram_bytes": size.static_ram_bytes}
 
 
 def _bundle_name(bundle: Path) -> str:
