@@ -527,6 +527,7 @@ def list_targets() -> list[dict[str, Any]]:
             "runner": f"qemu-system-arm -M {b.qemu_machine}",
             "features": list(b.features),
             "kind": "board",
+            "gcc_flags": list(b.gcc_flags),
         }
         for b in BOARDS.values()
     ]

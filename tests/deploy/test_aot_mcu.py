@@ -116,3 +116,43 @@ def test_board_over_max_ram_exits_2_and_writes_nothing(fp32_artifact, tmp_path, 
 def test_unknown_board_is_refused(fp32_artifact, tmp_path, capsys):
     assert main(["export", str(fp32_artifact), "-o", str(tmp_path / "b"), "--aot", "--board", "cortex-m99"]) == 2
     assert "unknown board 'cortex-m99'" in capsys.readouterr().err
+
+
+def test_cmake_example_builds_a_firmware_that_runs_under_qemu(tmp_path):
+    """examples/mcu_firmware: tvmcompress_add_model(... AOT BOARD cortex-m4 FIRMWARE) with the bare-metal
+    toolchain file; the image runs on qemu's MPS2 AN386 and matches ONNX Runtime (fp32, 1e-5)."""
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+
+    board = _board("cortex-m4")
+    if shutil.which("cmake") is None or shutil.which("ninja") is None:
+        pytest.skip("needs cmake and ninja")
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "examples" / "mcu_firmware", source)
+    shutil.copy(DIGITS, tmp_path / "digits_cnn.onnx")  # the example names ../digits_cnn.onnx
+    wrapper = tmp_path / "tvmcompress"
+    wrapper.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        exec "{sys.executable}" -c "import sys; from tvmcompress.cli import main; sys.exit(main())" "$@"
+        """))
+    wrapper.chmod(0o755)
+    cmake_dir = subprocess.run([str(wrapper), "--cmake-dir"], capture_output=True, text=True, check=True).stdout.strip()
+    build = tmp_path / "build"
+    configure = subprocess.run(
+        ["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", f"-Dtvmcompress_DIR={cmake_dir}",
+         f"-DTVMCOMPRESS_EXECUTABLE={wrapper}", f"-DCMAKE_TOOLCHAIN_FILE={cmake_dir}/toolchains/arm-none-eabi.cmake"],
+        capture_output=True, text=True)
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    built = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stdout + built.stderr
+    samples = _digits(3)
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "in.bin").write_bytes(samples.tobytes())
+    run_firmware(board, build / "digits_firmware.elf", work)
+    outputs = np.frombuffer((work / "out.bin").read_bytes(), np.float32).reshape(3, -1)
+    model = onnx.load(str(DIGITS))
+    for sample, got in zip(samples, outputs):
+        np.testing.assert_allclose(got, zoo.ort_outputs(model, {"input": sample[None]})[0].ravel(), atol=1e-5, rtol=0)
