@@ -105,6 +105,56 @@ def _static_presets() -> dict[str, TargetPreset]:
             "aarch64",
             "AArch64",
         ),
+        # Boards: the generic presets with the board's core as `mcpu` (LLVM schedules and picks instructions
+        # for it), and the features the core adds (the A76's int8 dot product).
+        TargetPreset(
+            "rpi3",
+            "Raspberry Pi 3 (Cortex-A53, 64-bit OS): NEON",
+            {"kind": "llvm", "mtriple": _AARCH64_TRIPLE, "mcpu": "cortex-a53", "mattr": ["+neon"], "num-cores": 4},
+            _AARCH64_GXX,
+            "qemu-aarch64",
+            "aarch64",
+            "AArch64",
+        ),
+        TargetPreset(
+            "rpi4",
+            "Raspberry Pi 4 (Cortex-A72, 64-bit OS): NEON",
+            {"kind": "llvm", "mtriple": _AARCH64_TRIPLE, "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4},
+            _AARCH64_GXX,
+            "qemu-aarch64",
+            "aarch64",
+            "AArch64",
+        ),
+        TargetPreset(
+            "rpi5",
+            "Raspberry Pi 5 (Cortex-A76, 64-bit OS): NEON, int8 dot product (sdot/udot), fp16",
+            {"kind": "llvm", "mtriple": _AARCH64_TRIPLE, "mcpu": "cortex-a76",
+             "mattr": ["+neon", "+v8.2a", "+dotprod", "+fullfp16"], "num-cores": 4},
+            _AARCH64_GXX,
+            "qemu-aarch64",
+            "aarch64",
+            "AArch64",
+        ),
+        TargetPreset(
+            "imx8m",
+            "NXP i.MX 8M (Cortex-A53, Linux): NEON",
+            {"kind": "llvm", "mtriple": _AARCH64_TRIPLE, "mcpu": "cortex-a53", "mattr": ["+neon"], "num-cores": 4},
+            _AARCH64_GXX,
+            "qemu-aarch64",
+            "aarch64",
+            "AArch64",
+            aliases=("imx8mm", "imx8mp"),
+        ),
+        TargetPreset(
+            "jetson-orin-cpu",
+            "NVIDIA Jetson Orin's CPU (Cortex-A78AE): NEON, int8 dot product, fp16",
+            {"kind": "llvm", "mtriple": _AARCH64_TRIPLE, "mcpu": "cortex-a78",
+             "mattr": ["+neon", "+v8.2a", "+dotprod", "+fullfp16"], "num-cores": 8},
+            _AARCH64_GXX,
+            "qemu-aarch64",
+            "aarch64",
+            "AArch64",
+        ),
         TargetPreset(
             "armv7",
             "32-bit Arm (ARMv7-A) with NEON and VFPv4, hard-float ABI (Raspberry Pi 2/3 32-bit OS, Cortex-A7/A9)",
@@ -222,6 +272,13 @@ def resolve_preset(spec: str) -> TargetPreset:
     for preset in presets.values():
         if spec == preset.name or spec in preset.aliases:
             return preset
+    from .mcu_boards import BOARDS  # local: mcu_boards imports this module
+
+    if any(spec == board.name or spec in board.aliases for board in BOARDS.values()):
+        raise TvmcompressError(
+            f"'{spec}' is a microcontroller board, not a compile target: compile for the host, then "
+            f"`tvmcompress export OUT -o BUNDLE --aot --board {spec}`"
+        )
     names = ", ".join(["host", *presets, "cuda[:sm_XX]"])
     raise TvmcompressError(f"unknown target '{spec}': use one of {names}, or a TVM target JSON object")
 

@@ -233,7 +233,14 @@ def inspect(model: ModelSource, input_shapes: dict[str, Any] | None = None) -> d
 
 
 def list_targets() -> list[dict[str, Any]]:
-    return [
+    """Compile targets (`compile --target`), then microcontroller boards (`export --aot --board`)."""
+    from .targets.mcu_boards import BOARDS
+
+    def features(target: dict[str, Any]) -> list[str]:
+        cpu = [str(target["mcpu"])] if "mcpu" in target else []
+        return cpu + [str(f).lstrip("+") for f in target.get("mattr", [])]
+
+    compile_targets = [
         {
             "name": p.name,
             "description": p.description,
@@ -241,6 +248,23 @@ def list_targets() -> list[dict[str, Any]]:
             "compiler": p.toolchain.compiler,
             "debian_package": p.toolchain.debian_package,
             "runner": p.runner,
+            "features": features(p.tvm_target),
+            "kind": "compile",
         }
         for p in presets.list_presets()
     ]
+    boards = [
+        {
+            "name": b.name,
+            "description": b.description,
+            "tvm_target": b.tvm_target,
+            "compiler": "arm-none-eabi-gcc",
+            "debian_package": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
+            "runner": f"qemu-system-arm -M {b.qemu_machine}",
+            "features": list(b.features),
+            "kind": "board",
+            "gcc_flags": list(b.gcc_flags),
+        }
+        for b in BOARDS.values()
+    ]
+    return compile_targets + boards

@@ -249,6 +249,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bundle directory to write (replaced atomically)")
     p.add_argument("--static", action="store_true", help="link the model into lib<name>.a instead of shipping model.so")
     p.add_argument("--name", help="C name of the model's API (<name>_create, ...); default: the model file's name")
+    p.add_argument("--aot", action="store_true",
+                   help="ahead-of-time C program over one static arena: no Relax VM, no TVM runtime library")
+    p.add_argument("--board", metavar="NAME",
+                   help="with --aot: build for a microcontroller (cortex-m4, cortex-m7, cortex-m55) instead of the "
+                        "artifact's target, with a bare-metal firmware/ that runs under qemu-system-arm")
+    p.add_argument("--max-ram", metavar="BYTES", help="with --aot: fail (exit 2) if the arena exceeds this (e.g. 32K)")
+    p.add_argument("--max-flash", metavar="BYTES",
+                   help="with --aot: fail (exit 2) if code + weights exceed this (e.g. 64K)")
     p.add_argument("--json", action="store_true", help="print bundle path, files and sizes as JSON")
 
     p = sub.add_parser(
@@ -533,6 +541,12 @@ def _cmd_inspect(args) -> int:
     if os.path.isdir(args.model):
         if args.input_shape:
             raise TvmcompressError("--input-shape applies to ONNX models; an artifact's shapes are fixed: drop it")
+        from .aot.export_aot import format_aot_bundle, read_aot_bundle
+
+        bundle = read_aot_bundle(args.model)
+        if bundle is not None:  # an `export --aot` bundle: its footprint
+            print(json.dumps(bundle, indent=2, sort_keys=True) if args.json else format_aot_bundle(bundle))
+            return EXIT_OK
         summary = artifact_summary(api.load(args.model))
         print(json.dumps(summary, indent=2, sort_keys=True) if args.json else format_artifact(summary))
         return EXIT_OK
@@ -618,6 +632,8 @@ def _cmd_cache(args) -> int:
 def _cmd_export(args) -> int:
     from . import api
 
+    if args.aot or args.max_ram or args.max_flash or args.board:
+        return _export_aot(args)
     summary = api.load(args.artifact).export(args.output, static=args.static, name=args.name)
     if args.json:
         print(json.dumps(summary.to_json(), indent=2, sort_keys=True))
@@ -637,6 +653,29 @@ def _cmd_recipe(args) -> int:
     return EXIT_OK
 
 
+def _export_aot(args) -> int:
+    from . import api
+    from .aot.export_aot import export_aot_bundle, summary_line
+    from .config import Budgets, parse_bytes
+
+    if not args.aot:
+        raise TvmcompressError("--board / --max-ram / --max-flash on export apply to --aot bundles: add --aot")
+    if args.static:
+        raise TvmcompressError("--aot bundles are always static: drop --static")
+    budgets = Budgets(
+        max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
+        max_flash_bytes=parse_bytes(args.max_flash, "--max-flash") if args.max_flash else None,
+    )
+    board = None
+    if args.board:
+        from .targets.mcu_boards import resolve_board
+
+        board = resolve_board(args.board)
+    summary = export_aot_bundle(api.load(args.artifact), args.output, name=args.name, budgets=budgets, board=board)
+    print(json.dumps(summary.to_json(), indent=2, sort_keys=True) if args.json else summary_line(summary))
+    return EXIT_OK
+
+
 def _cmd_targets(args) -> int:
     from . import api
 
@@ -645,7 +684,11 @@ def _cmd_targets(args) -> int:
         print(json.dumps(targets, indent=2))
         return EXIT_OK
     for t in targets:
+        if t.get("kind") == "board" and not any(u.get("kind") == "board" for u in targets[:targets.index(t)]):
+            print("\nmicrocontroller boards (tvmcompress export ARTIFACT -o BUNDLE --aot --board NAME):")
         print(f"{t['name']:<16} {t['description']}")
+        if t.get("features"):
+            print(f"{'':<16} features {', '.join(t['features'])}")
         print(f"{'':<16} compiler {t['compiler']} (Debian: {t['debian_package']}), runs here: {t['runner']}")
     return EXIT_OK
 
