@@ -51,6 +51,29 @@ def disassemble(words: tuple[int, ...], mc: str) -> list[str] | None:
     return lines
 
 
+_SEPARATOR = 0xD4224680  # brk #0x1234: between blocks in one llvm-mc call; no compiler emits it in a hot loop
+
+
+def disassemble_many(blocks: list[tuple[int, ...]], mc: str) -> list[list[str] | None]:
+    """`disassemble` for many blocks in one llvm-mc process (one process per block costs minutes on a busy host)."""
+    words = [w for block in blocks for w in (*block, _SEPARATOR)]
+    text = "\n".join(" ".join(f"0x{(w >> s) & 0xFF:02x}" for s in (0, 8, 16, 24)) for w in words)
+    result = subprocess.run([mc, "--disassemble", "-triple=aarch64", f"-mattr={_MATTR}"], input=text,
+                            capture_output=True, text=True)
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip() and not line.strip().startswith(".")]
+    out, current = [], []
+    for line in lines:
+        if line.replace("\t", " ").split() == ["brk", "#0x1234"]:
+            out.append(current)
+            current = []
+        else:
+            current.append(line)
+    if len(out) != len(blocks):  # a separator was lost: fall back to one call per block
+        return [disassemble(block, mc) for block in blocks]
+    # A block with an undecodable word came back short: leave it out rather than misalign its instructions.
+    return [asm if len(asm) == len(block) else None for asm, block in zip(out, blocks)]
+
+
 @dataclasses.dataclass(frozen=True)
 class BlockEstimate:
     block: Block
@@ -94,11 +117,14 @@ def estimate(profile: Profile, cpus=CPUS, coverage: float = 0.97, max_blocks: in
     mc, mca = tools()
     blocks = sorted((b for b in profile.iter_blocks() if b.count > 0), key=lambda b: -b.count * len(b.words))
     total = sum(b.count * len(b.words) for b in blocks)
-    chosen, asm, covered = [], [], 0.0
+    hottest, running = [], 0.0
     for block in blocks:
-        if covered >= coverage * total or len(chosen) >= max_blocks:
+        if running >= coverage * total or len(hottest) >= max_blocks:
             break
-        lines = disassemble(block.words, mc)
+        hottest.append(block)
+        running += block.count * len(block.words)
+    chosen, asm, covered = [], [], 0.0
+    for block, lines in zip(hottest, disassemble_many([b.words for b in hottest], mc)):
         if lines is None:
             continue
         chosen.append(block)
