@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import pathlib
+import pickle
 import sys
 import time
 
@@ -120,6 +122,9 @@ def measure(names: list[str], work: pathlib.Path, extra_runs: int, recount: bool
             else:
                 profile, output = programs.ort_profile(paths[name], input_info.name, output_info.name, x,
                                                        reference.size, cpu, extra_runs)
+            # The raw profile too: a later analysis (other symbols, other cores) needs no recount.
+            with gzip.open(cached.with_suffix(".profile.pkl.gz"), "wb") as f:
+                pickle.dump(profile, f)
             summary = _summarize(profile, cpus, output, reference, time.perf_counter() - start)
             cached.write_text(json.dumps(summary, indent=1))
             results[name][key] = summary

@@ -220,7 +220,10 @@ def _symbols(path: str) -> list[tuple[int, int, str]]:
         for line in result.stdout.splitlines():
             parts = line.split()
             if len(parts) == 4 and parts[2] in "tTwW":
-                rows.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
+                # With the full table, code past a symbol's recorded size still belongs to it: LLVM emits TVM's
+                # parallel loop bodies as unnamed code right after the `*_compute_` function that launches them.
+                # A stripped library's exported symbols say nothing about the code between them: keep sizes.
+                rows.append((int(parts[0], 16), int(parts[1], 16) if extra else 0, parts[3]))
             elif len(parts) == 3 and parts[1] in "tTwW":  # no size recorded
                 rows.append((int(parts[0], 16), 0, parts[2]))
         if rows:

@@ -25,7 +25,7 @@ import numpy as np
 from tvmcompress.errors import TvmcompressError
 from tvmcompress.targets import runtime_cache
 from tvmcompress.targets.perf_lab import counter
-from tvmcompress.targets.qemu import _write_tensor_file
+from tvmcompress.targets.qemu import _read_tensor_file, _write_tensor_file
 
 HERE = Path(__file__).resolve().parent
 # Platform tags newest first: ORT's recent aarch64 wheels are manylinux_2_28; older ones manylinux2014.
@@ -90,8 +90,10 @@ def ort_profile(model: Path, input_name: str, output_name: str, x: np.ndarray, o
         return profile, np.fromfile(out, dtype=np.float32)
 
 
-def tvm_profile(library: Path, inputs: list[np.ndarray], cpu: str, extra_runs: int = 1) -> counter.Profile:
-    """Steady-state profile of one inference of our aarch64 model.so in the TVM runner (one thread)."""
+def tvm_profile(library: Path, inputs: list[np.ndarray], cpu: str,
+                extra_runs: int = 1) -> tuple[counter.Profile, np.ndarray]:
+    """Steady-state profile of one inference of our aarch64 model.so in the TVM runner (one thread), and its
+    first output (flattened)."""
     root = runtime_cache.prepare_runtime("aarch64")
     runner = root / "bin" / runtime_cache.RUNNER_NAME
     with tempfile.TemporaryDirectory(prefix="tvmcompress-perf-lab-tvm-") as scratch:
@@ -111,4 +113,5 @@ def tvm_profile(library: Path, inputs: list[np.ndarray], cpu: str, extra_runs: i
                 cpu=cpu, env={"LD_LIBRARY_PATH": str(root / "lib"), "TVM_NUM_THREADS": "1"},
                 symbol_objects={Path(library).name: str(library)})
 
-        return counter.steady_state(run, extra_runs)
+        profile = counter.steady_state(run, extra_runs)
+        return profile, _read_tensor_file(scratch_dir / "out1" / "s0" / "out0.tensor").reshape(-1)
