@@ -197,3 +197,35 @@ def test_ort_aarch64_driver_matches_host_ort(tmp_path):
     np.testing.assert_allclose(y.reshape(2, 4), expected, atol=1e-5)
     assert profile.totals()["total"] > 0
     assert any(obj.startswith("libonnxruntime") for obj, _ in profile.by_symbol())
+
+
+def test_bench_aarch64_renders_ratios_from_results():
+    """The BENCHMARKS section states the ratios the acceptance asks for, computed from the counted results."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    bench_aarch64 = pytest.importorskip("bench_aarch64")
+    try:
+        bench_aarch64.mca.tools()
+    except Exception as error:  # noqa: BLE001 - llvm-mca is optional on this tier
+        pytest.skip(str(error))
+
+    def result(total, cycles):
+        totals = {c: 0.0 for c in counter.CLASSES}
+        totals.update(neon=total / 2, int=total / 4, vload=total / 4, total=total)
+        return {"totals": totals, "symbols": [{"object": "model.so", "symbol": "k", **totals}],
+                "estimates": {cpu: {"cycles": c, "coverage": 0.97, "hot": []} for cpu, c in cycles.items()},
+                "max_rel_diff_vs_host_ort": 1e-6, "count_seconds": 1.0}
+
+    four = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
+    results = {"m": {
+        "ours fp32 @ cortex-a72": result(400e6, dict(zip(four, (800e6, 200e6, 200e6, 100e6)))),
+        "ours int8 @ cortex-a72": result(500e6, {"cortex-a53": 900e6, "cortex-a72": 300e6}),
+        "ours int8 dotprod @ cortex-a76": result(100e6, {"cortex-a76": 50e6, "neoverse-n1": 40e6}),
+        "ORT fp32 @ cortex-a72": result(800e6, dict(zip(four, (1600e6, 400e6, 250e6, 200e6)))),
+    }}
+    text = bench_aarch64.render(results, extra_runs=1)
+    assert "ESTIMATED" in text and "| ours fp32 @ cortex-a72 | 400.0 | 50 | 25 | 25 | 800.0 | 200.0 | 200.0 | 100.0 |" in text
+    assert "ours fp32 / ORT fp32: instructions 0.50x, est. cycles A72 0.50x, A76 0.80x" in text
+    assert "ours int8 dotprod / ORT fp32 (A76): 0.20x" in text
+    assert "ours int8 / ours fp32 on A72 (no dotprod): 1.50x (int8 SLOWER: fp32 should be kept)" in text
