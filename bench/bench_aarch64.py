@@ -206,6 +206,23 @@ def render(results: dict, extra_runs: int) -> str:
     return "\n".join(lines)
 
 
+def show_hot(profile_path: pathlib.Path, blocks: int) -> str:
+    """The hottest blocks of a saved profile: symbol, executions, instruction classes and disassembly."""
+    with gzip.open(profile_path, "rb") as f:
+        profile = pickle.load(f)
+    mc, _ = mca.tools()
+    hot = sorted(profile.iter_blocks(), key=lambda b: -b.count * len(b.words))[:blocks]
+    total = profile.totals()["total"]
+    out = []
+    for block, asm in zip(hot, mca.disassemble_many([b.words for b in hot], mc)):
+        classes = [counter.CLASSES[i] for i in counter.classify(np.array(block.words, dtype=np.uint32))]
+        share = 100 * block.count * len(block.words) / total
+        out.append(f"== {block.obj}:{profile.symbol_of(block.obj, block.offset)} +0x{block.offset:x}: "
+                   f"{block.count:,.0f} executions x {len(block.words)} instructions ({share:.1f}% of all)")
+        out += [f"   {c:<9} {line}" for c, line in zip(classes, asm or ["(undecodable)"] * len(classes))]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(bench_models.BUILDERS))
@@ -214,7 +231,12 @@ def main() -> None:
     parser.add_argument("--recount", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
+    parser.add_argument("--show-hot", metavar="PROFILE", help="print the hottest blocks of a saved .profile.pkl.gz and exit")
+    parser.add_argument("--blocks", type=int, default=8)
     args = parser.parse_args()
+    if args.show_hot:
+        print(show_hot(pathlib.Path(args.show_hot), args.blocks))
+        return
     reason = counter.missing_tool()
     if reason is not None:
         sys.exit(f"bench_aarch64: {reason}")
