@@ -80,6 +80,21 @@ def bench_model(name: str, path: str, work: str, db_root: str, minutes: float, c
         "| contender | median ms | p90 ms | vs ORT fp32 |", "|---|---|---|---|",
     ]
     lines += [f"| {r.name} | {r.median_ms:.2f} | {r.p90_ms:.2f} | {r.ratio_to_ort:.2f}x |" for r in rows]
+    # Tuned/default against the minutes spent so far: a rerun with the same --database-root extends the
+    # database (its trials add to the earlier ones), so the history shows whether more minutes keep paying.
+    by_name = {r.name: r for r in rows}
+    ratio = by_name["tvmcompress tuned build"].median_ms / by_name["tvmcompress default build"].median_ms
+    history_path = os.path.join(db, "history.json")
+    history = json.load(open(history_path, encoding="utf-8")) if os.path.exists(history_path) else []
+    spent = (history[-1]["cumulative_minutes"] if history else 0.0) + summary["seconds"] / 60
+    history.append({"date": datetime.date.today().isoformat(), "minutes": summary["seconds"] / 60,
+                    "cumulative_minutes": spent, "trials": summary["trials"], "tuned_over_default": ratio})
+    with open(history_path, "w", encoding="utf-8") as f:
+        json.dump(history, f, indent=1)
+    lines += ["", f"Tuned / default median: {ratio:.2f}x after {spent:.1f} min of tuning in all "
+              f"({'tuning paid' if ratio < 1 else 'no schedule beat the defaults'}).", "",
+              "| tuning minutes (cumulative) | trials this run | tuned / default |", "|---|---|---|"]
+    lines += [f"| {h['cumulative_minutes']:.1f} | {h['trials']} | {h['tuned_over_default']:.2f}x |" for h in history]
     with open(os.path.join(db, "bench_summary.json"), "w", encoding="utf-8") as f:
         json.dump({"tuning": summary, "rebuild_s": rebuild_s, "identical": identical,
                    "rows": [r.__dict__ for r in rows]}, f, indent=1, default=str)

@@ -577,7 +577,7 @@ def _cmd_bench(args) -> int:
     import tempfile
 
     from . import api
-    from .bench import BenchConfig, benchmark, format_table, rows_to_json
+    from .bench import BenchConfig, format_table, measure, rows_to_json
     from .config import CompileOptions, parse_input_shape
 
     config = BenchConfig(runs=args.runs, threads=args.threads, ort_int8=args.ort_int8)
@@ -588,11 +588,14 @@ def _cmd_bench(args) -> int:
             out = os.path.join(tmp, "build")
             api.compile(args.model, args.target, output=out, options=CompileOptions.create(input_shapes=shapes))
             artifacts[f"{args.target} (default build)"] = out
-        rows = benchmark(args.model, artifacts, config, input_shapes=shapes)
-    print(format_table(rows))
+        result = measure(args.model, artifacts, config, input_shapes=shapes)
+    print(format_table(result.rows))
+    print(result.load_line())
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows_to_json(rows, config), f, indent=2)
+            json.dump(rows_to_json(result.rows, config, result), f, indent=2)
     return EXIT_OK
 
 

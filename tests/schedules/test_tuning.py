@@ -5,7 +5,9 @@ The first tests build no candidates: records are made by hand from schedules we 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -109,9 +111,76 @@ def test_covered_database_does_no_measuring(lowered, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ms.tune, "tune_tasks", no_measuring)
     monkeypatch.setattr(tuning, "_measure", no_measuring)
-    config = TuneConfig(trials=100, database_dir=str(tmp_path))
+    # --tuning-db alone: a rebuild from the database, nothing measured (a budget would extend it, below).
+    config = TuneConfig(database_dir=str(tmp_path))
     summary = tuning.tune(low, target, config, str(tmp_path / "work"), cpu_pipeline.apply_default_schedules(target))
     assert summary.measured_tasks == 0 and summary.trials == 0 and summary.tasks == len(tasks)
+
+
+def test_a_budget_extends_a_covered_database(lowered, tmp_path, monkeypatch):
+    """A second compile with --tune-trials and the same --tuning-db tunes the covered tasks again, searching from
+    the database that already holds their records (the reported failure: it measured nothing)."""
+    target, _, low, tasks = lowered
+    database = tuning.open_database(str(tmp_path))
+    for task in tasks:
+        _marked_record(task.dispatched[0], database, target, 1e-6)
+    (tmp_path / tuning.DECISIONS_FILE).write_text(json.dumps([_decision(t.dispatched[0], target, "tuned") for t in tasks]))
+    searched = {}
+
+    def fake_tune_tasks(*, tasks, database, **_kwargs):
+        searched["tasks"] = len(tasks)
+        searched["records"] = len(database.get_all_tuning_records())
+
+    monkeypatch.setattr(ms.tune, "tune_tasks", fake_tune_tasks)
+    # Every default takes 1 ms and every record 0.5 ms, in both the first timing and the duel.
+    monkeypatch.setattr(tuning, "_measure", lambda mods, *_a: [
+        5e-4 if MARKER in m["main"].script() else 1e-3 for m in mods])
+    config = TuneConfig(trials=8, database_dir=str(tmp_path))
+    summary = tuning.tune(low, target, config, str(tmp_path / "work"), cpu_pipeline.apply_default_schedules(target))
+    assert summary.measured_tasks == len(tasks)
+    assert searched["tasks"] >= 1 and searched["records"] == len(tasks)  # the search saw the earlier records
+    assert {d.use for d in summary.decisions} == {"tuned"}
+
+
+def test_progress_is_one_line_rewritten_in_place():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    class Result:
+        def __init__(self, secs):
+            self.run_secs, self.error_msg = [secs], None
+
+    stream = Terminal()
+    logger = logging.getLogger("tvmcompress.schedules.tuning")
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        progress = tuning._ProgressCallback(64, stream=stream)
+        progress.record(0, [Result(2e-3), Result(1e-3)])
+        progress.record(1, [Result(4e-3)])
+        progress.finish()
+    finally:
+        logger.setLevel(previous)
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and text.count("\n") == 1 and text.endswith("\n")
+    assert "tuning: 3/64 trials, 2 tasks measured, sum of best task latencies 5.000 ms" in text
+
+
+def test_metaschedule_console_is_quiet_unless_debugging():
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ours = logging.getLogger("tvmcompress.schedules.tuning")
+    before, ours_before = ms_logger.level, ours.level
+    try:
+        ours.setLevel(logging.INFO)
+        with tuning._metaschedule_console_quiet():
+            assert ms_logger.level == logging.WARNING
+        assert ms_logger.level == before
+        ours.setLevel(logging.DEBUG)
+        with tuning._metaschedule_console_quiet():
+            assert ms_logger.level == before
+    finally:
+        ours.setLevel(ours_before)
 
 
 def test_tune_config_validation():

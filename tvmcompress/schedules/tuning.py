@@ -13,9 +13,11 @@ records and decisions measures nothing and is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -175,13 +177,38 @@ def _measure(
     return seconds
 
 
-class _ProgressCallback:
-    """Logs tasks done, trials and the best latency so far after each measured batch."""
+@contextlib.contextmanager
+def _metaschedule_console_quiet():
+    """Keep MetaSchedule's task tables and the XGBoost cost model's iteration logs off the console.
 
-    def __init__(self, total_trials: int | None):
+    MetaSchedule gives its logger a console handler whose level is the logger's level at the time (DEBUG when
+    unset), so every batch prints a table of all tasks. Setting that logger to WARNING first keeps the console to
+    warnings; its log files under work_dir/logs still get everything. With --debug (our logger at DEBUG) the
+    tables are shown as before.
+    """
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    previous = ms_logger.level
+    if not log.isEnabledFor(logging.DEBUG):
+        ms_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ms_logger.setLevel(previous)
+
+
+class _ProgressCallback:
+    """One progress line: trials, tasks measured, the sum of the best latencies, time left.
+
+    On a terminal the line is rewritten in place after each measured batch; otherwise each batch is a DEBUG log
+    record and one INFO line sums up the search at the end."""
+
+    def __init__(self, total_trials: int | None, deadline: float | None = None, stream=None):
         self.total = total_trials
+        self.deadline = deadline
         self.trials = 0
         self.best: dict[int, float] = {}
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)()) and log.isEnabledFor(logging.INFO)
 
     def make(self):
         outer = self
@@ -199,12 +226,26 @@ class _ProgressCallback:
             if result.run_secs and not result.error_msg:
                 mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
                 self.best[task_id] = min(self.best.get(task_id, FAILED_RUN_S), mean)
+        line = self.line()
+        if self.live:
+            self.stream.write("\r" + line.ljust(100))
+            self.stream.flush()
+        else:
+            log.debug("%s", line)
+
+    def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
-        log.info(
-            "tuning: %d trials%s, %d tasks measured, best of task %d: %.4f ms, sum of bests %.3f ms",
-            self.trials, total, len(self.best), task_id,
-            self.best.get(task_id, float("nan")) * 1e3, sum(self.best.values()) * 1e3,
-        )
+        left = ""
+        if self.deadline is not None:
+            left = f", {max(0.0, self.deadline - time.perf_counter()) / 60:.1f} min left"
+        return (f"tuning: {self.trials}{total} trials, {len(self.best)} tasks measured, "
+                f"sum of best task latencies {sum(self.best.values()) * 1e3:.3f} ms{left}")
+
+    def finish(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+        log.info("%s", self.line())
 
 
 class TimeSharePolicy:
@@ -291,6 +332,13 @@ def tune(
         if not _covered(t.dispatched[0], decisions.get((_workload_key(t.dispatched[0]), target_key)), database)
     ]
     log.info("tuning: %d tasks, %d not in the database %s", len(tasks), len(pending), db_dir)
+    if config.measures and tasks:
+        # A budget is spent even on tasks the database covers: a second compile adds trials to their records
+        # instead of stopping at the first compile's. The search starts from the database's best records
+        # (MetaSchedule's evolutionary search seeds its population with them), and the duel below compares
+        # the default with the best record of all compiles. Without a budget (--tuning-db alone) nothing is
+        # measured and the rebuild stays deterministic.
+        pending = list(tasks)
     if not pending or not config.measures:
         if pending:
             log.info("tuning: %d tasks have no records; they keep the default schedules", len(pending))
@@ -319,7 +367,7 @@ def tune(
         len(chosen), len(pending), 100 * _share(selected, costs),
     )
     deadline = start + config.minutes * 60 if config.minutes else None
-    progress = _ProgressCallback(config.trials)
+    progress = _ProgressCallback(config.trials, deadline)
     if chosen:
         # The evolutionary search (mutation, feature extraction, cost-model prediction) runs on every core: it is
         # a large share of each batch's wall time on 2 cores.
@@ -328,23 +376,25 @@ def tune(
         )
         # A minutes budget without a trial budget sets no trial limit: the scheduler stops at the deadline.
         policy = TimeSharePolicy([costs[i] for i in sorted(selected)], deadline)
-        ms.tune.tune_tasks(
-            tasks=contexts,
-            task_weights=weights,
-            work_dir=work_dir,
-            max_trials_global=config.trials if config.trials else _UNLIMITED_TRIALS,
-            max_trials_per_task=None,
-            num_trials_per_iter=config.trials_per_round,
-            builder=builder,
-            runner=runner,
-            database=database,
-            cost_model=ms.cost_model.XGBModel(
-                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
-                num_tuning_cores=os.cpu_count() or 1,
-            ),
-            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
-            task_scheduler=_time_share_scheduler(policy, [float(w) for w in weights]),
-        )
+        with _metaschedule_console_quiet():
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=work_dir,
+                max_trials_global=config.trials if config.trials else _UNLIMITED_TRIALS,
+                max_trials_per_task=None,
+                num_trials_per_iter=config.trials_per_round,
+                builder=builder,
+                runner=runner,
+                database=database,
+                cost_model=ms.cost_model.XGBModel(
+                    extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
+                    num_tuning_cores=os.cpu_count() or 1,
+                ),
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
+                task_scheduler=_time_share_scheduler(policy, [float(w) for w in weights]),
+            )
+        progress.finish()
 
     best = _best_records(db_dir)
     duel = [i for i in sorted(selected) if pending_keys[i] in best]

@@ -15,7 +15,7 @@ from .target_info import CPUInfo
 
 # Fewer accumulators than this leave the FMA pipes waiting on latency (2 pipes x 4 cycles).
 MIN_ACCUMULATORS = 7
-MAX_ROWS = 7
+MAX_ROWS = 7  # the default of CPUInfo.max_tile_rows (AVX2, measured); NEON allows 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ def choose_register_tile(rows_extent: int, channels: int, info: CPUInfo, lanes: 
     for vectors in (2, 1):
         if channels % (vectors * lanes) != 0 and vectors != 1:
             continue
-        for rows in range(min(MAX_ROWS, rows_extent), 0, -1):
+        for rows in range(min(info.max_tile_rows, rows_extent), 0, -1):
             if rows_extent % rows == 0 and _fits(rows, vectors, info):
                 candidates.append((rows * vectors >= MIN_ACCUMULATORS, vectors, rows))
                 break
