@@ -493,3 +493,71 @@ def _replace_main(mod: tvm.IRModule, func: relax.Function) -> tvm.IRModule:
     functions = {gv: (relax.Function(func.params, func.body, func.ret_ty, func.is_pure, f.attrs)
                       if gv.name_hint == "main" else f) for gv, f in mod.functions_items()}
     return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
+
+
+def read_training_data(path: str, inputs) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    """The .npz at `path` as model calls and its optional 'label' array (class per row)."""
+    from ..data import LABEL_KEY, iterate_batches, load_npz, validate_inputs, validate_values
+
+    arrays = load_npz(path)
+    validate_inputs(arrays, inputs, source=f"training data file {path}")
+    validate_values(arrays, inputs, source=f"training data file {path}")
+    labels = arrays.pop(LABEL_KEY, None)
+    return list(iterate_batches(arrays, inputs)), labels
+
+
+def compare_projected(mod: tvm.IRModule, grids: Mapping[str, WeightGrid], data, labels=None,
+                      target: tvm.target.Target | None = None) -> tuple[dict, dict]:
+    """(metric of the float model, metric of the model with its grid layers projected) against the float model's
+    outputs on `data`: what a ternary/binary build without --distill loses, measured before it is built."""
+    from .reconstruct import ReplaceLayerWeights
+
+    target = target or _host_target()
+    calls = _layers(mod["main"])
+    projected = ReplaceLayerWeights({name: grid.project(calls[name].args[1].value.numpy())
+                                     for name, grid in grids.items() if name in calls})(mod)
+    names = [p.name for p in mod["main"].params]
+    outs = []
+    for module in (mod, projected):
+        vm = relax.VirtualMachine(tvm.compile(module, target), tvm.cpu())
+        outs.append([_outputs(vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(item[n])) for n in names)))
+                     for item in data])
+    classifier = _is_classifier(mod["main"].ret_ty)
+    return _metric(outs[0], outs[0], labels, classifier), _metric(outs[1], outs[0], labels, classifier)
+
+
+def distill_step(student: tvm.IRModule, teacher: tvm.IRModule, options, inputs, read_calibration
+                 ) -> tuple[tvm.IRModule, dict | None]:
+    """The compile step (api.compile): `--distill` on `--train-data` (default `--calibration`), with the grid
+    of `--quantize`. Without --distill, ternary and binary weights are measured on the calibration data and the
+    loss is logged as a warning: untrained, they lose most of a model's accuracy."""
+    from .quantize import prepare_for_quantization
+
+    quantize = options.quantize
+    if options.distill is None:
+        if quantize is not None and quantize.mode in ("ternary-weight", "binary-weight") and options.calibration:
+            student = prepare_for_quantization(student)
+            data = read_calibration()
+            grids = quantization_grids(student, quantize.mode, quantize.exclude)
+            _, low = compare_projected(student, grids, data)
+            agreement = low.get("teacher_agreement_percent")
+            detail = f"top-1 agreement with the float model {agreement:.2f}%, " if agreement is not None else ""
+            log.warning("--quantize %s without --distill: %soutput SQNR %.1f dB against the float model on the "
+                        "calibration data; add --distill to train the weights for their grid",
+                        quantize.mode, detail, low["sqnr_db"])
+        elif quantize is not None and quantize.mode in ("ternary-weight", "binary-weight"):
+            log.warning("--quantize %s without --distill usually destroys accuracy (not measured: no --calibration); "
+                        "add --distill with --train-data or --calibration", quantize.mode)
+        return student, None
+    if options.train_data:
+        data, labels = read_training_data(options.train_data, inputs)
+    else:
+        data, labels = read_calibration(), None
+    student = prepare_for_quantization(student)
+    teacher = prepare_for_quantization(teacher)
+    grids = {}
+    if quantize is not None:
+        grids = quantization_grids(student, quantize.mode, quantize.exclude, quantize.weight_bits)
+    log.info("distill: %d batches, %d layers on a weight grid, budget %.1f min", len(data), len(grids),
+             options.distill.minutes)
+    return distill(student, teacher, data, options.distill, grids, labels)

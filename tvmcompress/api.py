@@ -161,11 +161,17 @@ def _compile_once(
     from . import weight_compression
 
     mod = weight_compression.fold_affine(mod, options)  # NOTE: before pruning: magnitudes as the layer scales them
+    teacher = mod  # --distill's float teacher
     mod, pruning = _prune(mod, options, inputs, calibration)
     pruned = mod
     mod, clustering = weight_compression.cluster(
         mod, options, calibration() if options.cluster_bits is not None else None
     )
+    # NOTE: distillation after pruning and clustering, before quantization: it trains the float weights through
+    # the grid that quantization then stores exactly (passes/distill.py); the quantized kernels have no gradient.
+    from .passes.distill import distill_step
+
+    mod, distillation = distill_step(mod, teacher, options, inputs, calibration)
     before_quantization = mod  # what verification's int8 fallback re-quantizes
     mod, quantization = _quantize(mod, options, preset, inputs, calibration)
     quantized = mod if quantization is not None else None
@@ -207,6 +213,8 @@ def _compile_once(
             passes.append({"name": "tvmcompress.prune", "options": pruning["config"]})
         if clustering is not None:
             passes.append({"name": "tvmcompress.ClusterWeights", "options": {"bits": options.cluster_bits}})
+        if distillation is not None:
+            passes.append({"name": "tvmcompress.distill", "options": distillation["config"]})
         if sparse_layers and any(d["sparse"] for d in sparse_layers):
             passes.append({"name": "tvmcompress.SparseDense",
                            "options": {"layers": [d["layer"] for d in sparse_layers if d["sparse"]]}})
@@ -253,6 +261,7 @@ def _compile_once(
                 "inputs": {
                     **({"calibration": sha256_file(options.calibration)} if options.calibration else {}),
                     **({"eval_data": sha256_file(options.eval_data)} if options.eval_data else {}),
+                    **({"train_data": sha256_file(options.train_data)} if options.train_data else {}),
                 },
                 LIBRARY_NAME: sha256_file(library),
                 # Checked with model.so's on every load (Artifact.verify_files): a damaged weights file or
@@ -267,6 +276,8 @@ def _compile_once(
             manifest["pruning"] = pruning
         if clustering is not None:
             manifest["clustering"] = clustering
+        if distillation is not None:
+            manifest["distillation"] = distillation
         if sparse_layers is not None:
             manifest["sparse_layers"] = sparse_layers
         if options.cluster_bits is not None or options.compress_weights:

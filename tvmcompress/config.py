@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import TvmcompressError
 from .passes.quantize_config import QuantizeConfig
+from .passes.distill_config import DistillConfig
 from .passes.prune_config import PruneConfig
 
 
@@ -187,6 +188,9 @@ class CompileOptions:
     # 38-44, fp16 59-69, bf16 50-53, --cluster-bits 4 17-21, int4-weight 12-20 (digits: 15.6 dB for -0.28 points
     # of accuracy); a model under 10 dB has lost most of its signal (issue 17's int8 PicoDet: 0.4-2.6 dB).
     min_sqnr: float = 10.0
+    # --distill: the float model teaches the compressed one on --train-data (or --calibration) (passes/distill.py).
+    distill: DistillConfig | None = None
+    train_data: str | None = None  # .npz of distillation inputs (+ optional `label`); default: --calibration
 
     @classmethod
     def create(
@@ -209,6 +213,8 @@ class CompileOptions:
         allow_nonfinite_weights: bool = False,
         verify: bool = True,
         min_sqnr: float | None = None,
+        distill: DistillConfig | None = None,
+        train_data: str | None = None,
     ) -> "CompileOptions":
         if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
             raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
@@ -224,8 +230,12 @@ class CompileOptions:
             raise TvmcompressError(
                 "--smoothquant needs --calibration FILE.npz: inputs to measure each activation channel's range on"
             )
+        if distill is not None:
+            _check_distill(distill, quantize, prune, cluster_bits, calibration, train_data)
+        elif train_data is not None:
+            raise TvmcompressError("--train-data is what --distill trains on: add --distill or drop it")
         if calibration is not None and (quantize is None or not quantize.needs_calibration) and prune is None \
-                and cluster_bits is None:
+                and cluster_bits is None and distill is None:
             raise TvmcompressError(
                 "--calibration is used by --quantize int8 and --prune only: drop it or add --quantize int8 / --prune"
             )
@@ -262,6 +272,7 @@ class CompileOptions:
             allow_nonfinite_weights=bool(allow_nonfinite_weights),
             verify=bool(verify),
             min_sqnr=float(min_sqnr) if min_sqnr is not None else cls.min_sqnr,
+            distill=distill, train_data=os.path.abspath(train_data) if train_data else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -269,7 +280,17 @@ class CompileOptions:
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
         data["const_inputs"] = {name: _nested_list(v) for name, v in self.const_inputs}
         data["prune"] = self.prune.to_json() if self.prune is not None else None
+        data["distill"] = self.distill.to_json() if self.distill is not None else None
         return data
+
+
+def _check_distill(distill, quantize, prune, cluster_bits, calibration, train_data) -> None:
+    if not isinstance(distill, DistillConfig):
+        raise TvmcompressError(f"distill must be a DistillConfig, got {type(distill).__name__}")
+    if quantize is None and prune is None and cluster_bits is None:
+        raise TvmcompressError("--distill fine-tunes a compressed model: add --prune, --quantize or --cluster-bits")
+    if calibration is None and train_data is None:
+        raise TvmcompressError("--distill needs inputs to train on: add --train-data FILE.npz or --calibration FILE.npz")
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
