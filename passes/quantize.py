@@ -214,6 +214,13 @@ def equalize_conv_inputs(
 
 def _quantize_weight_only(mod, config, record):
     bits = {"int8-weight": 8, "int4-weight": 4, "ternary-weight": 2, "binary-weight": 1}[config.mode]
+    if bits <= 2:
+        # NOTE: per-channel scales and shifts (decomposed BatchNorm) folded into the weights and one bias first:
+        # at 1-2 bits per weight, five float32 constants per channel would outweigh the weights. Exact for the
+        # grid: a per-output-channel factor only rescales each channel's alpha.
+        from .fold_channel_affine import FoldChannelAffine
+
+        mod = FoldChannelAffine()(mod)
     layers = find_quantizable_layers(mod, RULES)
     excluded = _resolve_exclude(layers, config.exclude)
     calls = {b.var.name: b.value for block in mod["main"].body.blocks for b in block.bindings}
