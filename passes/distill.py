@@ -32,7 +32,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..errors import TvmcompressError
 from .distill_config import DistillConfig
+from .distill_gradients import missing_gradients, register_gradients
 from .quantize_weights import quantize_per_channel
 from .ternary_weights import binarize, ternarize
 
@@ -192,10 +194,17 @@ def build_training_module(lifted: _Lifted, observed: Sequence[str], loss_builder
             loss = bb.emit_output(loss_builder(bb, outputs, targets))
         bb.emit_func_output(loss)
     mod = bb.get()
+    register_gradients()
     mod = relax.transform.InlinePrivateFunctions()(mod)
+    # Batch/layer norm become mean, variance, sqrt...: ops with gradient rules.
+    mod = relax.transform.DecomposeOpsForTraining()(mod)
     mod = relax.transform.ToNonDataflow()(mod)
     mod = relax.transform.ConvertToDataflow(min_size=1)(mod)
     mod = relax.transform.CanonicalizeBindings()(relax.transform.Normalize()(mod))
+    missing = missing_gradients(mod["loss"])
+    if missing:
+        raise TvmcompressError(f"--distill cannot differentiate this model: no gradient for {', '.join(missing)}; "
+                               "compile it without --distill")
     n_inputs = len(student.params) - len(lifted.params)
     weights = [mod["loss"].params[n_inputs + i] for i in range(len(lifted.params))]
     mod = relax.transform.Gradient("loss", require_grads=weights)(mod)
