@@ -281,19 +281,30 @@ class _Adam:
 class _Student:
     """Latent weights, their projection (masks and grids) and the compiled train/predict functions."""
 
-    def __init__(self, lifted: _Lifted, grids: Mapping[str, WeightGrid]):
+    def __init__(self, lifted: _Lifted, grids: Mapping[str, WeightGrid], tied: Sequence[str] = ()):
         self.lifted = lifted
         self.latent = [v.astype(np.float32).copy() for v in lifted.values]
-        self.grid = [grids.get(lifted.layer_of.get(i, ""), None) for i in range(len(self.latent))]
+        # Clustered layers (`tied`): weights that share a value keep sharing one (their mean), so the layer keeps
+        # its 2^B values; their grid is left to the quantization pass that follows.
+        self.groups = [np.unique(v, return_inverse=True)[1].reshape(-1) if lifted.layer_of.get(i) in tied else None
+                       for i, v in enumerate(lifted.values)]
+        self.grid = [grids.get(lifted.layer_of.get(i, ""), None) if self.groups[i] is None else None
+                     for i in range(len(self.latent))]
         # Exact zeros of a layer weight are pruning's (a trained float weight is never exactly 0): keep them.
         self.mask = [(v != 0) if i in lifted.layer_of and not np.all(v != 0) else None
                      for i, v in enumerate(lifted.values)]
 
     def projected(self) -> list[np.ndarray]:
         out = []
-        for value, grid, mask in zip(self.latent, self.grid, self.mask):
+        for value, grid, mask, groups in zip(self.latent, self.grid, self.mask, self.groups):
             if mask is not None:
                 value = value * mask
+            if groups is not None:
+                flat = value.reshape(-1).astype(np.float64)
+                means = np.bincount(groups, flat) / np.maximum(np.bincount(groups), 1)
+                value = means[groups].reshape(value.shape)
+                if mask is not None:
+                    value = value * mask
             if grid is not None:
                 value = grid.project(value)
                 if mask is not None:
@@ -379,10 +390,11 @@ def distill(
     grids: Mapping[str, WeightGrid] | None = None,
     labels: np.ndarray | None = None,
     target: tvm.target.Target | None = None,
+    tied: Sequence[str] = (),
 ) -> tuple[tvm.IRModule, dict]:
     """Fine-tune `student` to `teacher` on `data` (one model call per item); `labels`: class per row (optional).
-    Returns the student with trained weights (pruning's zeros kept, `grids` layers on their grid) and the
-    record (manifest's `distillation`)."""
+    Returns the student with trained weights (pruning's zeros kept, `grids` layers on their grid, `tied` layers
+    (clustered) with no more distinct values than they had) and the record (manifest's `distillation`)."""
     from .reconstruct import collect_tensors
 
     start = time.perf_counter()
@@ -393,7 +405,7 @@ def distill(
     names = [p.name for p in student["main"].params]
     inputs = [[np.ascontiguousarray(item[n]) for n in names] for item in data]
     lifted = lift_trainable(student)
-    state = _Student(lifted, grids)
+    state = _Student(lifted, grids, tied)
     out_ty = lifted.func.ret_ty
     classifier = _is_classifier(out_ty) and not isinstance(out_ty, relax.TupleType)
     n_outputs = _flatten(out_ty)
@@ -450,7 +462,7 @@ def distill(
     mod = build_training_module(lifted, [], builder, types)
     vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
     before = _metric([_outputs(vm["predict"](*(tvm.runtime.tensor(a) for a in item),
-                                             *(tvm.runtime.tensor(w) for w in _Student(lifted, grids).projected())))
+                                             *(tvm.runtime.tensor(w) for w in _Student(lifted, grids, tied).projected())))
                       for item in inputs], teacher_out, labels, classifier)
     if config.epochs:
         phases.append(_run_phase("output", vm, state, inputs, targets, config.epochs, config.learning_rate, rng,
@@ -469,7 +481,8 @@ def distill(
         "labels": bool(with_labels),
         "batches": len(inputs),
         "reconstructed_layers": record_layers,
-        "grid_layers": sorted(grids),
+        "grid_layers": sorted(set(grids) - set(tied)),
+        "tied_layers": sorted(tied),
         "masked_layers": sorted(lifted.layer_of[i] for i, m in enumerate(state.mask) if m is not None),
         "phases": phases,
         "steps": progress["steps"],
@@ -567,6 +580,7 @@ def distill_step(student: tvm.IRModule, teacher: tvm.IRModule, options, inputs, 
     grids = {}
     if quantize is not None:
         grids = quantization_grids(student, quantize.mode, quantize.exclude, quantize.weight_bits)
-    log.info("distill: %d batches, %d layers on a weight grid, budget %.1f min", len(data), len(grids),
-             options.distill.minutes)
-    return distill(student, teacher, data, options.distill, grids, labels)
+    tied = sorted(_layers(student["main"])) if options.cluster_bits is not None else []
+    log.info("distill: %d batches, %d layers on a weight grid, %d clustered, budget %.1f min", len(data),
+             len(set(grids) - set(tied)), len(tied), options.distill.minutes)
+    return distill(student, teacher, data, options.distill, grids, labels, tied=tied)

@@ -140,3 +140,21 @@ def test_ternary_and_binary_projection_is_idempotent_and_packs_exactly():
 def test_distill_config_rejects_bad_values(kwargs, message):
     with pytest.raises(TvmcompressError, match=message):
         DistillConfig(**kwargs)
+
+
+def test_distill_keeps_clustered_layers_shared_values():
+    teacher = _mlp()
+    weights = _weights(teacher)
+    clustered = {}
+    for name, w in weights.items():  # 4 shared values per layer, as --cluster-bits 2 leaves them
+        edges = np.quantile(w, [0.25, 0.5, 0.75])
+        codebook = np.array([np.mean(w[np.digitize(w, edges) == k]) for k in range(4)], np.float32)
+        clustered[name] = codebook[np.digitize(w, edges)]
+    student = ReplaceLayerWeights(clustered)(teacher)
+    result, record = distill(student, teacher, _data(), DistillConfig(epochs=3, reconstruct_epochs=0,
+                                                                      learning_rate=3e-3), target=TARGET,
+                             tied=sorted(weights))
+    assert record["tied_layers"] == sorted(weights)
+    for name, w in _weights(result).items():
+        assert len(np.unique(w)) <= 4
+        assert not np.array_equal(w, clustered[name])
