@@ -471,6 +471,12 @@ def distill(
     weights = [tvm.runtime.tensor(w) for w in final]
     after = _metric([_outputs(vm["predict"](*(tvm.runtime.tensor(a) for a in item), *weights)) for item in inputs],
                     teacher_out, labels, classifier)
+    key = "teacher_agreement_percent" if classifier else "sqnr_db"
+    kept = after[key] < before[key]
+    if kept:  # never hand back a student that matches the teacher worse than the one we were given
+        log.warning("distill: the trained model matches the float model worse (%s %.3f -> %.3f); kept the "
+                    "compressed model as it was", key, before[key], after[key])
+        final = _Student(lifted, grids, tied).projected()
     bound = relax.Function(lifted.func.params, lifted.func.body, lifted.func.ret_ty, lifted.func.is_pure)
     result = _replace_main(student, _bind(bound, lifted.params, final))
     seconds = round(time.perf_counter() - start, 2)
@@ -488,6 +494,7 @@ def distill(
         "steps": progress["steps"],
         "metric_before": before,
         "metric_after": after,
+        "kept_untrained": kept,
         "seconds": seconds,
     }
     return result, record
