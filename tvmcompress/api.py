@@ -314,7 +314,8 @@ def _verify(artifact, source_model, canonical, options, quantization, pruning, c
 
     compressed = "+".join(
         ([quantization["config"]["mode"] if "config" in quantization else "prequantized"] if quantization else [])
-        + (["pruned"] if pruning is not None else []) + (["clustered"] if clustering is not None else []))
+        + (["pruned"] if pruning is not None else []) + (["clustered"] if clustering is not None else [])
+        + (["distilled"] if options.distill is not None else []))
     int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
     fallback_layers = (lambda: layers_to_float(before_quantization, options.quantize, calibration(),
                                                options.min_sqnr)) if int8 and fallback is None else None
