@@ -105,7 +105,7 @@ def quantize(
         record["excluded"] = sorted(l.name for l in layers if l.binding in excluded)
         record["integer_ops"] = _count_integer_ops(quantized)
         return quantized, record
-    if config.mode in ("int8-weight", "int4-weight"):
+    if config.mode in ("int8-weight", "int4-weight", "ternary-weight", "binary-weight"):
         return _quantize_weight_only(mod, config, record)
     if config.mode in ("fp16", "bf16"):
         dtype = "float16" if config.mode == "fp16" else "bfloat16"
@@ -214,12 +214,20 @@ def equalize_conv_inputs(
 
 
 def _quantize_weight_only(mod, config, record):
-    bits = 8 if config.mode == "int8-weight" else 4
+    bits = {"int8-weight": 8, "int4-weight": 4, "ternary-weight": 2, "binary-weight": 1}[config.mode]
+    if bits <= 2:
+        # NOTE: per-channel scales and shifts (decomposed BatchNorm) folded into the weights and one bias first:
+        # at 1-2 bits per weight, five float32 constants per channel would outweigh the weights. Exact for the
+        # grid: a per-output-channel factor only rescales each channel's alpha.
+        from .fold_channel_affine import FoldChannelAffine
+
+        mod = FoldChannelAffine()(mod)
     layers = find_quantizable_layers(mod, RULES)
     excluded = _resolve_exclude(layers, config.exclude)
     calls = {b.var.name: b.value for block in mod["main"].body.blocks for b in block.bindings}
     quantized = QuantizeWeightOnly(bits, excluded, RULES)(mod)
-    record["weights"] = f"int{bits}, symmetric per output channel, dequantized inside the conv/matmul kernel"
+    record["weights"] = {2: "ternary {-a, 0, +a} (TWN), 2-bit codes", 1: "binary {-a, +a}, 1-bit codes"}.get(
+        bits, f"int{bits}, symmetric") + " per output channel, dequantized inside the conv/matmul kernel"
     record["layers"] = [
         {"name": l.name, "binding": l.binding, "op": l.op, "excluded": l.binding in excluded,
          "weight_only": l.binding not in excluded and weight_only_supported(calls[l.binding])}
@@ -227,7 +235,7 @@ def _quantize_weight_only(mod, config, record):
     ]
     record["excluded"] = sorted(l.name for l in layers if l.binding in excluded)
     record["weight_only_ops"] = sum(1 for layer in record["layers"] if layer["weight_only"])
-    log.info("int%d-weight: %d of %d layers", bits, record["weight_only_ops"], len(layers))
+    log.info("%s: %d of %d layers", config.mode, record["weight_only_ops"], len(layers))
     return quantized, record
 
 

@@ -12,12 +12,15 @@ from typing import Any, Literal
 
 from ..errors import OptionError, TvmcompressError
 
-QuantMode = Literal["int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8"]
+QuantMode = Literal["int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8", "ternary-weight",
+                    "binary-weight"]
 CalibrationMethod = Literal["minmax", "percentile", "entropy", "mse"]
 IntDType = Literal["int8", "uint8"]
 
-MODES: tuple[str, ...] = ("int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8")
-IMPLEMENTED_MODES: tuple[str, ...] = ("int8", "fp16", "bf16", "dynamic-int8", "int8-weight", "int4-weight")
+MODES: tuple[str, ...] = ("int8", "fp16", "bf16", "int8-weight", "int4-weight", "dynamic-int8", "ternary-weight",
+                          "binary-weight")
+IMPLEMENTED_MODES: tuple[str, ...] = ("int8", "fp16", "bf16", "dynamic-int8", "int8-weight", "int4-weight",
+                                      "ternary-weight", "binary-weight")
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "mse")
 
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 - 1)}
@@ -72,7 +75,8 @@ class QuantizeConfig:
       fp16 / bf16 (conv and matmul in the low precision, fp32 accumulation), dynamic-int8 (activation scales
       computed at run time, symmetric; no calibration), int8-weight / int4-weight (weight-only: weights stored
       int8 or packed int4, symmetric per output channel, dequantized inside the conv/matmul kernel; float
-      activations; no calibration).
+      activations; no calibration); ternary-weight / binary-weight (the same with {-a, 0, +a} codes at 2 bits
+      or sign codes at 1 bit and a per-channel a: passes/ternary_weights.py; usable only with --distill).
     - `calibration_method`: how an activation's range is chosen from its histogram (int8 only).
     - `percentile`: the kept fraction, in percent, for "percentile".
     - `symmetric_activations`: zero_point at the dtype midpoint instead of fitted to [min, max].

@@ -1,4 +1,5 @@
-"""QuantizeWeightOnly: int8 or int4 weights, float activations, the weights dequantized inside the kernel.
+"""QuantizeWeightOnly: int8, int4, ternary (2-bit) or binary (1-bit) weights, float activations, the weights
+dequantized inside the kernel (ternary/binary: codes and per-channel alpha from passes/ternary_weights.py).
 
 For each conv2d (groups = 1, NCHW/OIHW) and matmul (activation x constant [K, N]) matched by `rules`, not
 excluded, the float weight is quantized symmetric per output channel (scale_c = max|W_c| / qmax; qmax 127 for
@@ -27,6 +28,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .quant_rules import RULES, QuantRule, constant_value, find_quantizable_layers, rebind
 from .quantize_weights import quantize_per_channel
+from .ternary_weights import binarize, pack_codes, ternarize
 
 __all__ = ["QuantizeWeightOnly", "pack_int4", "unpack_int4"]
 
@@ -48,8 +50,8 @@ def unpack_int4(packed: np.ndarray, shape) -> np.ndarray:
 @tvm.transform.module_pass(opt_level=0, name="tvmcompress.QuantizeWeightOnly")
 class QuantizeWeightOnly:
     def __init__(self, bits: int = 8, exclude: Iterable[str] = (), rules: Mapping[str, QuantRule] = RULES):
-        if bits not in (4, 8):
-            raise ValueError(f"QuantizeWeightOnly supports 4 or 8 bits, got {bits}")
+        if bits not in (1, 2, 4, 8):
+            raise ValueError(f"QuantizeWeightOnly supports 8, 4, 2 (ternary) or 1 (binary) bits, got {bits}")
         self.bits = bits
         self.exclude = frozenset(exclude)
         self.rules = rules
@@ -87,10 +89,16 @@ class _WeightOnlyRewriter(PyExprMutator):
         x = self.visit_expr(call.args[0])
         weight = constant_value(call.args[1])
         is_conv = call.op.name == "relax.nn.conv2d"
-        w_q, scale = quantize_per_channel(weight, 0 if is_conv else 1, bits=self.bits)
-        stored = pack_int4(w_q) if self.bits == 4 else w_q
+        axis = 0 if is_conv else 1
+        if self.bits <= 2:  # ternary / binary codes and a per-channel alpha (passes/ternary_weights.py)
+            w_q, scale = (ternarize if self.bits == 2 else binarize)(weight, axis)
+            stored = pack_codes(w_q, self.bits)
+        else:
+            w_q, scale = quantize_per_channel(weight, axis, bits=self.bits)
+            stored = pack_int4(w_q) if self.bits == 4 else w_q
         x_shape = tuple(int(d) for d in call.args[0].ty.shape)
-        name = f"{binding.var.name}_weight_only_int{self.bits}"
+        kind = {1: "binary", 2: "ternary"}.get(self.bits, f"int{self.bits}")
+        name = f"{binding.var.name}_weight_only_{kind}"
         gvar = self.builder_.add_func(_kernel(call, x_shape, weight.shape, stored, self.bits, name), name)
         args = [x, relax.const(stored, str(stored.dtype)), relax.const(scale.astype(np.float32), "float32")]
         out = relax.TensorType([int(d) for d in call.ty.shape], "float32")
@@ -109,6 +117,12 @@ def _kernel(call: relax.Call, x_shape, w_shape, stored: np.ndarray, bits: int, n
         if bits == 8:
             return wq[index].astype("float32")
         flat = sum(i * s for i, s in zip(index, strides))
+        if bits <= 2:  # 4 two's-complement 2-bit codes or 8 sign bits per byte, lowest bits first
+            per = 8 // bits
+            field = (wq[flat // per].astype("int32") >> ((flat % per) * bits)) & ((1 << bits) - 1)
+            if bits == 2:
+                return tvm.tirx.Select(field >= 2, field - 4, field).astype("float32")
+            return (field * 2 - 1).astype("float32")
         byte = wq[flat // 2].astype("int32")
         nibble = (byte >> ((flat % 2) * 4)) & 15
         return tvm.tirx.Select(nibble >= 8, nibble - 16, nibble).astype("float32")

@@ -139,7 +139,7 @@ def _compile_once(
     # The calibration and eval data are read and checked once, here, before the import, so that bad data fails
     # in a second rather than after the model is imported; the steps that use them read the cached result.
     data = Data(functools.cache(lambda: calibration_calls(options.calibration, inputs)),
-                functools.cache(lambda: read_eval_data(options.eval_data, inputs)))
+                functools.cache(lambda: read_eval_data(options.eval_data, inputs)), inputs)
     data.calibration()
     data.evaluation()
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))

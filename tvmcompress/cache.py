@@ -249,7 +249,8 @@ def files_read(model, options) -> list[str]:
                 paths += [str(p) for p in _external_data_files(os.fspath(model), f.read()).values()]
         except OSError:
             pass
-    paths += [path for path in (getattr(options, "calibration", None), getattr(options, "eval_data", None))
+    paths += [path for path in (getattr(options, "calibration", None), getattr(options, "eval_data", None),
+                                getattr(options, "train_data", None))
               if isinstance(path, str) and path]  # not data given in Python (data.Samples)
     if options.tune is not None and options.tune.database_dir:
         paths.append(options.tune.database_dir)
@@ -271,7 +272,7 @@ def cache_key(model_bytes: bytes, target: str, options, model_name: str | None =
     }
     # Data files change the build through their contents (calibration ranges, accuracy-budget decisions), not their
     # paths: hash the bytes.
-    for field in ("calibration", "eval_data"):
+    for field in ("calibration", "eval_data", "train_data"):
         path = getattr(options, field, None)
         if isinstance(path, str) and path:
             material[field] = _sha256_bytes(Path(path).read_bytes())

@@ -133,7 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cores", type=int, default=None, help="device core count for parallel code (default: preset's)")
     q = p.add_argument_group("quantization")
-    q.add_argument("--quantize", choices=["int8", "fp16", "bf16", "dynamic-int8", "int8-weight", "int4-weight"],
+    q.add_argument("--quantize", choices=["int8", "fp16", "bf16", "dynamic-int8", "int8-weight", "int4-weight",
+                                          "ternary-weight", "binary-weight"],
                    help="lower the model's precision")
     q.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs for --quantize int8 and --prune")
     q.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"], default="minmax")
@@ -160,6 +161,13 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="pruning may lose at most POINTS of top-1 accuracy (agreement without labels) on "
                          "--eval-data: each channel group / layer's ratio (the spec's, half of it or 0) is chosen "
                          "from its measured sensitivity")
+    d = p.add_argument_group("distillation")
+    d.add_argument("--distill", action="store_true",
+                   help="after pruning/clustering/quantization, fine-tune the compressed model to match the float "
+                        "one on --train-data (or --calibration); labels are used when the .npz has 'label'")
+    d.add_argument("--distill-minutes", type=float, metavar="M",
+                   help="wall-clock budget of --distill (default 3)")
+    d.add_argument("--train-data", metavar="FILE.npz", help="inputs (+ optional 'label') that --distill trains on")
     t = p.add_argument_group("tuning (MetaSchedule, XGBoost cost model)")
     t.add_argument("--tune-trials", type=int, help="measured candidates in total")
     t.add_argument("--tune-minutes", type=float, help="wall-clock tuning budget")
@@ -336,6 +344,7 @@ _FLAG_FIELDS = {
     "sparse_min_speedup": "sparse_min_speedup", "eval_data": "eval_data", "accuracy_budget": "accuracy_budget",
     "prune_budget": "prune_budget", "winograd": "winograd", "verify": "verify",
     "allow_nonfinite_weights": "allow_nonfinite_weights", "min_sqnr": "min_sqnr",
+    "distill": "distill", "distill_minutes": "distill", "train_data": "train_data",
 }
 FIELD_FLAGS = {
     "input_shapes": "--input-shape", "const_inputs": "--const-input", "prune.criterion": "--prune-criterion",
@@ -358,7 +367,7 @@ def _compile_target_and_options(args):
     flags, fields = _flag_fields(args), base.to_dict()
     for field in sorted({_FLAG_FIELDS[dest] for dest in given}):
         value = flags[field]
-        fields[field] = os.path.abspath(value) if field in ("calibration", "eval_data") and value else value
+        fields[field] = os.path.abspath(value) if field in ("calibration", "eval_data", "train_data") and value else value
     if flags["compress_weights"]:  # it implies --separate-weights, as in CompileOptions.create
         fields["separate_weights"] = True
     return (args.target if args.target != defaults.target else target), CompileOptions.from_dict(fields)
@@ -394,7 +403,19 @@ def _flag_fields(args) -> dict:
         verify=args.verify,
         allow_nonfinite_weights=args.allow_nonfinite_weights,
         min_sqnr=args.min_sqnr,
+        distill=_distill_config(args),
+        train_data=args.train_data,
     )
+
+
+def _distill_config(args):
+    from .passes.distill_config import DistillConfig
+
+    if not args.distill:
+        if args.distill_minutes is not None:
+            raise TvmcompressError("--distill-minutes is the budget of --distill: add --distill or drop it")
+        return None
+    return DistillConfig(minutes=args.distill_minutes) if args.distill_minutes is not None else DistillConfig()
 
 
 def _cmd_debug(args) -> int:

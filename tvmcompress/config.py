@@ -13,6 +13,7 @@ import numpy as np
 
 from .data import Samples, as_samples
 from .errors import OptionError, TvmcompressError
+from .passes.distill_config import DistillConfig
 from .passes.prune_config import PruneConfig
 from .passes.quantize_config import QuantizeConfig
 
@@ -204,6 +205,9 @@ class CompileOptions:
     # 38-44, fp16 59-69, bf16 50-53, --cluster-bits 4 17-21, int4-weight 12-20 (digits: 15.6 dB for -0.28 points
     # of accuracy); a model under 10 dB has lost most of its signal (issue 17's int8 PicoDet: 0.4-2.6 dB).
     min_sqnr: float = 10.0
+    # --distill: the float model teaches the compressed one on --train-data (or --calibration) (passes/distill.py).
+    distill: DistillConfig | None = None
+    train_data: str | None = None  # .npz of distillation inputs (+ optional `label`); default: --calibration
 
     def __post_init__(self):
         # Where a config object belongs, a plain value says the same (a recipe, or `quantize="int8"` in Python):
@@ -216,6 +220,7 @@ class CompileOptions:
         set_field("prune", _coerce(self.prune, "prune", PruneConfig, "PruneConfig.parse('channel:0.5')",
                                    PruneConfig.parse))
         set_field("tune", _coerce(self.tune, "tune", TuneConfig, "TuneConfig(trials=64)", None))
+        set_field("distill", _coerce(self.distill, "distill", DistillConfig, "DistillConfig(minutes=3)", None))
         # Data: the path of an .npz, or in Python an iterable of {input name: array} dicts (data.Samples).
         set_field("calibration", as_samples(self.calibration))
         set_field("eval_data", as_samples(self.eval_data))
@@ -233,8 +238,12 @@ class CompileOptions:
         if quantize is not None and quantize.smoothquant is not None and calibration is None:
             raise OptionError("{smoothquant} needs {calibration=}FILE.npz: inputs to measure each activation "
                               "channel's range on")
+        if self.distill is not None:
+            _check_distill(quantize, prune, cluster_bits, calibration, self.train_data)
+        elif self.train_data is not None:
+            raise OptionError("{train_data} is what {distill} trains on: add {distill} or drop it")
         if calibration is not None and (quantize is None or not quantize.needs_calibration) and prune is None \
-                and cluster_bits is None:
+                and cluster_bits is None and self.distill is None:
             raise OptionError("{calibration} is used by {quantize=}int8 and {prune} only: drop it or add "
                               "{quantize=}int8 / {prune}")
         if prune is not None and prune.needs_calibration and calibration is None:
@@ -277,6 +286,8 @@ class CompileOptions:
         allow_nonfinite_weights: bool = False,
         verify: bool = True,
         min_sqnr: float | None = None,
+        distill: DistillConfig | None = None,
+        train_data: str | None = None,
     ) -> "CompileOptions":
         """The options as a caller states them: data paths made absolute, numbers made floats,
         --compress-weights implying --separate-weights; validated by __post_init__."""
@@ -295,6 +306,7 @@ class CompileOptions:
             allow_nonfinite_weights=bool(allow_nonfinite_weights),
             verify=bool(verify),
             min_sqnr=_number(min_sqnr, "min_sqnr") if min_sqnr is not None else cls.min_sqnr,
+            distill=distill, train_data=os.path.abspath(train_data) if train_data else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -305,6 +317,7 @@ class CompileOptions:
         for name in ("calibration", "eval_data"):  # data given in Python: identified by its contents
             if isinstance(getattr(self, name), Samples):
                 data[name] = f"python data sha256:{getattr(self, name).digest}"
+        data["distill"] = self.distill.to_json() if self.distill is not None else None
         return data
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,6 +339,7 @@ class CompileOptions:
         fields["quantize"] = _sub_config(fields.get("quantize"), QuantizeConfig)
         fields["prune"] = _sub_config(fields.get("prune"), PruneConfig)
         fields["tune"] = _sub_config(fields.get("tune"), TuneConfig)
+        fields["distill"] = _sub_config(fields.get("distill"), DistillConfig)
         return cls(**fields)
 
 
@@ -347,7 +361,7 @@ def _coerce(value: Any, field: str, config: Any, example: str, from_text: Callab
     if value is None or isinstance(value, config):
         return value
     if isinstance(value, Mapping):
-        return config.from_dict(value)
+        return _sub_config(value, config)
     if isinstance(value, str) and from_text is not None:
         return from_text(value)
     raise OptionError(f"{{{field}}} must be a {config.__name__} (such as {example}), a dict of its fields"
@@ -355,7 +369,11 @@ def _coerce(value: Any, field: str, config: Any, example: str, from_text: Callab
 
 
 def _sub_config(value: Any, config: Any) -> Any:
-    return config.from_dict(value) if isinstance(value, Mapping) else value
+    if not isinstance(value, Mapping):
+        return value
+    if hasattr(config, "from_dict"):
+        return config.from_dict(value)
+    return config(**_known_fields(config, value, config.__name__))
 
 
 def _known_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -366,6 +384,13 @@ def _known_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, A
     if unknown:
         raise TvmcompressError(f"unknown field(s) {', '.join(unknown)} in {where}: the fields are {', '.join(names)}")
     return {name: data[name] for name in names if name in data}
+
+
+def _check_distill(quantize, prune, cluster_bits, calibration, train_data) -> None:
+    if quantize is None and prune is None and cluster_bits is None:
+        raise OptionError("{distill} fine-tunes a compressed model: add {prune}, {quantize} or {cluster_bits}")
+    if calibration is None and train_data is None:
+        raise OptionError("{distill} needs inputs to train on: add {train_data=}FILE.npz or {calibration=}FILE.npz")
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:

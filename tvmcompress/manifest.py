@@ -23,7 +23,7 @@ from .targets import presets, toolchain
 __all__ = ["build_manifest", "passes_ran", "elf_record"]
 
 # The pipeline's sections, in the order the manifest has always listed them.
-SECTIONS = ("pruning", "clustering", "sparse_layers", "quantization")
+SECTIONS = ("pruning", "clustering", "distillation", "sparse_layers", "quantization")
 
 
 def passes_ran(options: CompileOptions, steps: Sequence[Step], tuning: dict | None, pipeline: str) -> list[dict]:
@@ -110,6 +110,7 @@ def build_manifest(
             "inputs": {
                 **({"calibration": data_hash(options.calibration)} if options.calibration else {}),
                 **({"eval_data": data_hash(options.eval_data)} if options.eval_data else {}),
+                **({"train_data": data_hash(options.train_data)} if options.train_data else {}),
             },
             LIBRARY_NAME: sha256_file(library),
             # Checked with model.so's on every load (Artifact.verify_files): a damaged weights file or

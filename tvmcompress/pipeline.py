@@ -51,6 +51,7 @@ class Data:
 
     calibration: Callable[[], Sequence[dict] | None] = lambda: None
     evaluation: Callable[[], Any] = lambda: None  # passes.quant_analysis.EvalData or None
+    inputs: Sequence[Any] = ()  # the model's input TensorSpecs (what --train-data is read against)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Context:
     preset: TargetPreset
     data: Data
     stage: str = ""
+    float_model: Any = None  # the module before the first lossy stage: --distill's teacher
 
 
 Record = Callable[..., None]
@@ -191,6 +193,22 @@ def _quantize(mod: tvm.IRModule, ctx: Context, record: Record) -> tvm.IRModule:
     return quantized
 
 
+def _distill(mod: tvm.IRModule, ctx: Context, record: Record) -> tvm.IRModule:
+    """--distill (passes/distill.py): the float model teaches the pruned / clustered student, whose weights train
+    through the grid that quantization then stores exactly. Without --distill, ternary and binary weights are
+    measured against the float model and the loss is logged as a warning."""
+    from .passes.distill import distill_step
+
+    distilled, distillation = distill_step(mod, ctx.float_model, ctx.options, ctx.data.inputs,
+                                           ctx.data.calibration)
+    if distillation is not None:
+        record("tvmcompress.distill", distillation["config"], section="distillation", value=distillation,
+               before=mod, after=distilled)
+    elif distilled is not mod:  # measured for the warning on the prepared module, which goes on
+        record("tvmcompress.prepare_for_quantization", {}, before=mod, after=distilled)
+    return distilled
+
+
 def _sparse_kernels(mod: tvm.IRModule, ctx: Context, record: Record) -> tvm.IRModule:
     """Rewrite the block-sparse float matmuls that measure faster as BSR kernels (passes/sparse_decision.py)."""
     from .passes.sparse_decision import decide_sparse_layers, sparse_candidates
@@ -225,6 +243,9 @@ STAGES: list[tuple[str, Callable[[tvm.IRModule, Context, Record], tvm.IRModule]]
     # After pruning (zeros stay zeros), before quantization, so that int8 quantizes the shared values (with int8
     # the codebook is clustered in each channel's int8 units: passes/cluster_weights.py).
     ("cluster", _cluster),
+    # After pruning and clustering, before quantization: the quantized kernels have no gradient, so the float
+    # weights train through the quantization grid (straight-through), which quantize then stores exactly.
+    ("distill", _distill),
     ("quantize", _quantize),
     # Last: only float matmuls with constant block-sparse weights qualify, and the decision is measured per layer.
     ("sparse", _sparse_kernels),
@@ -243,6 +264,8 @@ def compress(mod: tvm.IRModule, options: CompileOptions, target: TargetPreset,
 
     for stage, run in STAGES:
         ctx.stage = stage
+        if stage == "prune":
+            ctx.float_model = mod
         mod = run(mod, ctx, record)
     return mod, steps
 

@@ -96,6 +96,6 @@ def test_excluded_and_grouped_conv_are_left_alone():
     tvm.ir.assert_structural_equal(QuantizeWeightOnly(8, exclude=("matmul_0", "c"))(Before), Before)
 
 
-def test_bits_other_than_4_or_8_are_rejected():
-    with pytest.raises(ValueError, match="4 or 8 bits"):
-        QuantizeWeightOnly(2)
+def test_bits_other_than_8_4_2_or_1_are_rejected():
+    with pytest.raises(ValueError, match="8, 4, 2 \\(ternary\\) or 1 \\(binary\\) bits"):
+        QuantizeWeightOnly(3)
