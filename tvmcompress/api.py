@@ -85,8 +85,13 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     options: CompileOptions | None = None,
     cache_dir: str | os.PathLike | None = None,
     budgets: Budgets | None = None,
+    example_inputs: tuple | None = None,
 ) -> Artifact:
     """Compile an ONNX model into an artifact directory at `output` for `target` (a preset name or TVM JSON).
+
+    model may also be a PyTorch model (tvmcompress/torch_import.py; needs the `torch` extra): an nn.Module with
+    `example_inputs` (a tuple of tensors of the shapes to compile for), a torch.export.ExportedProgram, or the
+    path of a .pt2 file saved with torch.export.save. It is verified against its own outputs.
 
     cache_dir: reuse (and fill) a content-hash cache of artifacts there (tvmcompress/cache.py;
     `tvmcompress.cache.default_cache_dir()` is the XDG default); `artifact.cache_hit` says whether it was used.
@@ -94,6 +99,17 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     """
     options = options or CompileOptions()
     output = os.fspath(output)
+    from . import torch_import
+
+    if torch_import.is_torch_model(model):
+        if cache_dir is not None and not isinstance(model, (str, os.PathLike)):
+            log.info("not using the cache: an in-memory torch model has no stable bytes to key it by")
+            cache_dir = None
+        if cache_dir is None:
+            return _compile_fresh(torch_import.load_program(model, example_inputs), target, output, options,
+                                  budgets)
+    elif example_inputs is not None:
+        raise TvmcompressError("example_inputs are for a PyTorch nn.Module; an ONNX model has its own input shapes")
     if cache_dir is None:
         return _compile_fresh(model, target, output, options, budgets)
     from .cache import ArtifactCache, lookup
@@ -102,7 +118,8 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     key, artifact = lookup(cache_dir, model, target, options, output, budgets)
     if artifact is not None:
         return artifact
-    artifact = _compile_fresh(model, target, output, options, budgets)
+    artifact = _compile_fresh(torch_import.load_program(model) if torch_import.is_torch_model(model) else model,
+                              target, output, options, budgets)
     if key is not None:  # None: an unreadable input, which _compile_fresh has reported
         ArtifactCache(cache_dir).store(key, artifact.directory)
     return artifact
@@ -136,26 +153,41 @@ def _compile_once(
     toolchain.find_compiler(preset)
     from .cache import files_read
 
-    read_paths = files_read(model, options)  # OUT must not hold them: replacing it would delete them
+    from .torch_import import TorchProgram
+
+    torch_program = model if isinstance(model, TorchProgram) else None
+    # OUT must not hold them: replacing it would delete them
+    read_paths = files_read(torch_program.path if torch_program is not None else model, options)
     check_output_dir_writable(output, read_paths)
     runtime_size = runtime_bytes(preset.arch, str(preset.tvm_target.get("kind")))
     check_runtime_fits(budgets, runtime_size, preset.arch)
 
-    source_model = frontend.load_model(model)
-    source_bytes = _source_bytes(model, source_model)
-    canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
-    frontend.check_supported(canonical)
-    if not options.allow_nonfinite_weights:
-        frontend.check_finite_weights(canonical)
-    inputs, outputs = frontend.model_io(canonical)
+    if torch_program is not None:
+        _check_torch_options(options)
+        source_model = canonical = None
+        source_bytes = torch_program.source_bytes
+        inputs, outputs = list(torch_program.inputs), list(torch_program.outputs)
+    else:
+        source_model = frontend.load_model(model)
+        source_bytes = _source_bytes(model, source_model)
+        canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
+        frontend.check_supported(canonical)
+        if not options.allow_nonfinite_weights:
+            frontend.check_finite_weights(canonical)
+        inputs, outputs = frontend.model_io(canonical)
     # The calibration .npz is read and checked once, when the first step that uses it asks for it: here,
     # before the import, so that bad data fails in a second rather than after the model is imported.
     calibration = functools.cache(lambda: _calibration_batches(options.calibration, inputs))
     calibration()
     if options.eval_data:
         _eval_data(options.eval_data, inputs)  # the same early check; its steps read it again
-    log.info("importing %d-node graph into Relax", len(canonical.graph.node))
-    mod = frontend.import_to_relax(canonical)
+    if torch_program is not None:
+        from .torch_import import import_to_relax
+
+        mod = import_to_relax(torch_program)
+    else:
+        log.info("importing %d-node graph into Relax", len(canonical.graph.node))
+        mod = frontend.import_to_relax(canonical)
     # NOTE: pruning before quantization: channel removal and reconstruction work on float weights, and
     # calibration then measures the ranges of the pruned model.
     from . import weight_compression
@@ -200,7 +232,7 @@ def _compile_once(
         passes = [
             {"name": "frontend.canonicalize", "options": frontend_options},
             {"name": "frontend.import_to_relax", "options": {}},
-        ]
+        ] if torch_program is None else [{"name": "torch_import.import_to_relax", "options": {}}]
         if weight_compression.fold_affine_applies(options):  # runs before pruning
             passes.append({"name": "tvmcompress.FoldChannelAffine", "options": {}})
         if pruning is not None:
@@ -269,7 +301,8 @@ def _compile_once(
             manifest["clustering"] = clustering
         if sparse_layers is not None:
             manifest["sparse_layers"] = sparse_layers
-        if options.cluster_bits is not None or options.compress_weights:
+        # The breakdown starts from the ONNX initializers' bytes; a torch model reports weights_bytes only.
+        if (options.cluster_bits is not None or options.compress_weights) and source_model is not None:
             from .weight_sizes import weights_breakdown
 
             manifest["sizes"]["weights_breakdown"] = weights_breakdown(
@@ -289,15 +322,16 @@ def _compile_once(
         # Inside the writer: a wrong build leaves nothing at OUT. Artifact reads the manifest just written.
         manifest["verification"] = {**verification, **_verify(
             Artifact(writer.tmpdir), source_model, canonical, options, quantization, pruning, clustering,
-            calibration, before_quantization, fallback)}
+            calibration, before_quantization, fallback, torch_program)}
         write_json(writer.path(MANIFEST_NAME), manifest)
-        write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
+        stats = frontend_stats(canonical) if torch_program is None else _torch_stats(torch_program)
+        write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, stats)
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
 
 
 def _verify(artifact, source_model, canonical, options, quantization, pruning, clustering, calibration,
-            before_quantization, fallback) -> dict[str, Any]:
+            before_quantization, fallback, torch_program=None) -> dict[str, Any]:
     """The manifest's verification section (tvmcompress/verify.py) of the build in `artifact`."""
     from .verify import layers_to_float, verify_build
 
@@ -307,8 +341,13 @@ def _verify(artifact, source_model, canonical, options, quantization, pruning, c
     int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
     fallback_layers = (lambda: layers_to_float(before_quantization, options.quantize, calibration(),
                                                options.min_sqnr)) if int8 and fallback is None else None
+    reference = None
+    if torch_program is not None:
+        from .torch_import import TorchReference
+
+        reference = TorchReference(torch_program)
     record = verify_build(artifact, source_model, canonical, options, compressed or None,
-                          calibration() if options.calibration else None, fallback_layers)
+                          calibration() if options.calibration else None, fallback_layers, reference)
     return {**record, "quality_floor_fallback": fallback} if fallback is not None else record
 
 
@@ -318,6 +357,8 @@ def _io_entry(spec: frontend.TensorSpec) -> dict[str, Any]:
 
 def _model_name(model: ModelSource) -> str | None:
     """The model file's name without extension (the default C name of `tvmcompress export`), if it has one."""
+    if hasattr(model, "example_calls"):  # a torch_import.TorchProgram
+        return model.name
     if isinstance(model, (str, os.PathLike)):
         return os.path.splitext(os.path.basename(os.fspath(model)))[0]
     return None
@@ -328,6 +369,22 @@ def _save_relax_module(mod, path: str) -> None:
 
     with open(path, "w", encoding="utf-8") as f:
         f.write(tvm.ir.save_json(mod))
+
+
+def _check_torch_options(options: CompileOptions) -> None:
+    """The compile options that only an ONNX model can take, refused for a torch one in one line."""
+    onnx_only = {"input_shapes": "--input-shape (export the module with the shapes instead)",
+                 "const_inputs": "--const-input"}
+    given = [flag for field, flag in onnx_only.items() if getattr(options, field)]
+    if given:
+        raise TvmcompressError(f"{', '.join(given)} cannot be used with a PyTorch model yet: export it to ONNX "
+                               "(torch.onnx.export) for these")
+
+
+def _torch_stats(torch_program) -> dict[str, Any]:
+    from .torch_import import model_stats
+
+    return model_stats(torch_program)
 
 
 def _calibration_batches(path: str | None, inputs) -> list | None:
