@@ -124,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
 
     p = sub.add_parser("compile", parents=[common], help="compile an ONNX model into an artifact directory")
-    p.add_argument("model", help="path to the .onnx model")
+    p.add_argument("model", help="path to the .onnx model, or a .pt2 saved by torch.export.save (needs the torch extra)")
     p.add_argument("-o", "--output", required=True, help="artifact directory to write (replaced atomically)")
     p.add_argument("--target", default="host", help="preset name (see `tvmcompress targets`) or TVM target JSON")
     _add_shape_flags(p)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ def load_program(model: Any, example_inputs: Sequence | None = None) -> TorchPro
     """Export an nn.Module on `example_inputs` (a tuple of tensors or arrays), take an ExportedProgram as it is,
     or load a `.pt2` file. Raises TvmcompressError for a missing torch, a newer .pt2, or an export failure."""
     torch = _import_torch()
+    with warnings.catch_warnings():
+        # torch.export's own deprecation notices (pytree LeafSpec, ...) are not the user's concern.
+        warnings.simplefilter("ignore", FutureWarning)
+        return _load_program(torch, model, example_inputs)
+
+
+def _load_program(torch, model: Any, example_inputs: Sequence | None) -> TorchProgram:
     path = None
     reference = None
     source_bytes = None
@@ -167,9 +175,9 @@ def _check_archive_version(data: bytes, path: str, torch) -> None:
                 newer = (f"schema version {major}.{schema.get('minor')}, this torch reads "
                          f"{SCHEMA_VERSION[0]}.{SCHEMA_VERSION[1]}")
     if newer is not None:
-        who = f"torch {saved_by}" if saved_by else "a newer torch"
-        raise TvmcompressError(f"{path} was saved by {who} ({newer}): upgrade torch (installed "
-                               f"{torch.__version__}) or save the program with torch {torch.__version__}")
+        written = f"; written by torch {saved_by}" if saved_by else ""
+        raise TvmcompressError(f"{path} is from a newer torch ({newer}{written}): upgrade torch or save the "
+                               f"program again with the installed torch {torch.__version__}")
 
 
 def _as_tensor(torch, value):
