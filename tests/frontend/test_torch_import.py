@@ -8,7 +8,6 @@ reduction order and the fast exp/tanh polynomials (~1e-6 relative, cpu_pipeline.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import zipfile
 
@@ -19,6 +18,7 @@ torch = pytest.importorskip("torch")
 
 import tvmcompress  # noqa: E402
 from tvmcompress import TvmcompressError  # noqa: E402
+from tvmcompress.cli import main  # noqa: E402
 from tvmcompress.torch_import import load_program  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -160,14 +160,12 @@ def _with_record(src, dst, suffix: str, data: bytes):
     return dst
 
 
-def test_pt2_from_a_newer_torch_is_one_line_exit_2_nothing_written(tiny_pt2, tmp_path):
+def test_pt2_from_a_newer_torch_is_one_line_exit_2_nothing_written(tiny_pt2, tmp_path, capsys):
     newer = _with_record(tiny_pt2, tmp_path / "newer.pt2", "/archive_version", b"7")
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "tvmcompress.cli", "compile", str(newer), "-o", str(out)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert main(["compile", str(newer), "-o", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert "is from a newer torch (archive version 7" in lines[0] and "upgrade torch" in lines[0]
     assert not out.exists()
 
@@ -184,9 +182,7 @@ def test_pt2_with_a_newer_schema_is_refused(tiny_pt2, tmp_path):
 
 def test_pt2_compiles_from_the_cli(tiny_pt2, tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "tvmcompress.cli", "compile", str(tiny_pt2), "-o", str(out),
-                             "--json"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert main(["compile", str(tiny_pt2), "-o", str(out)]) == 0
     artifact = tvmcompress.load(out)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(artifact.run({"x": x})["output"], 2 * x)
