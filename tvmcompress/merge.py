@@ -408,3 +408,50 @@ def load_members(paths: Sequence[str | os.PathLike]) -> list[onnx.ModelProto]:
     from .frontend import load_model
 
     return [load_model(p) for p in paths]
+
+
+# ----------------------------------------------------------------------------------------------- files (CLI)
+
+
+def parse_input_map(specs: Sequence[str], members: int) -> dict[int, dict[str, str]]:
+    """['2:data=input', ...] (MEMBER is the 1-based position on the command line) -> {1: {'data': 'input'}}."""
+    result: dict[int, dict[str, str]] = {}
+    for spec in specs:
+        member, _, rename = spec.partition(":")
+        theirs, _, ours = rename.partition("=")
+        if not member.isdigit() or not theirs or not ours:
+            raise TvmcompressError(f"--input-map '{spec}': write MEMBER:THEIRS=OURS, e.g. 2:data=input (MEMBER is "
+                                   "the model's position, from 1)")
+        if not 1 <= int(member) <= members:
+            raise TvmcompressError(f"--input-map '{spec}': member {member} does not exist (1..{members})")
+        result.setdefault(int(member) - 1, {})[theirs] = ours
+    return result
+
+
+def merge_files(paths: Sequence[str], combine: str, input_map: Sequence[str] = ()) -> onnx.ModelProto:
+    """merge_models over model files, errors naming the files; `combine` and `input_map` as the CLI writes them."""
+    members = load_members(paths)
+    return merge_models(members, Combine.parse(combine, len(members)), [os.fspath(p) for p in paths],
+                        parse_input_map(input_map, len(members)))
+
+
+def write_model(model: onnx.ModelProto, path: str, inputs: Sequence[str]) -> None:
+    """Write `model` to `path` atomically; never over one of the `inputs`."""
+    import tempfile
+
+    target = os.path.realpath(path)
+    if any(os.path.exists(p) and os.path.samefile(p, target) for p in inputs if os.path.exists(target)):
+        raise TvmcompressError(f"-o {path} is one of the models being merged: write the merge to another file")
+    if os.path.isdir(path):
+        raise TvmcompressError(f"-o {path} is a directory: give a file name such as {os.path.join(path, 'merged.onnx')}")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise TvmcompressError(f"cannot write {path}: its directory is missing or not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
