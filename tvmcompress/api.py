@@ -373,12 +373,11 @@ def _save_relax_module(mod, path: str) -> None:
 
 def _check_torch_options(options: CompileOptions) -> None:
     """The compile options that only an ONNX model can take, refused for a torch one in one line."""
-    onnx_only = {"input_shapes": "--input-shape (export the module with the shapes instead)",
-                 "const_inputs": "--const-input"}
-    given = [flag for field, flag in onnx_only.items() if getattr(options, field)]
+    onnx_only = {"input_shapes": "--input-shape", "const_inputs": "--const-input"}
+    given = [f"{field} ({flag})" for field, flag in onnx_only.items() if getattr(options, field)]
     if given:
-        raise TvmcompressError(f"{', '.join(given)} cannot be used with a PyTorch model yet: export it to ONNX "
-                               "(torch.onnx.export) for these")
+        raise TvmcompressError(f"{', '.join(given)} cannot be used with a PyTorch model: export the module with "
+                               "the shapes and constants it should have (torch.export.export)")
 
 
 def _torch_stats(torch_program) -> dict[str, Any]:
