@@ -228,3 +228,23 @@ def test_combine_config_is_validated():
         Combine("weighted")
     with pytest.raises(TvmcompressError, match="only weighted takes values"):
         Combine.parse("mean:3", 2)
+
+
+def test_outputs_that_cannot_combine(members, tmp_path, capsys):
+    model = onnx.load(members[1])
+    fc_weight = next(t for t in model.graph.initializer if t.name == "fc.weight")
+    fc_bias = next(t for t in model.graph.initializer if t.name == "fc.bias")
+    fc_weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(fc_weight)[:5], "fc.weight"))
+    fc_bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(fc_bias)[:5], "fc.bias"))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 5
+    five = tmp_path / "five_classes.onnx"
+    onnx.save(model, five)
+    out = tmp_path / "merged.onnx"
+    _fails(["merge", members[0], str(five), "-o", str(out)], capsys,
+           "output 1 is float32 [1, 5] in", "combine mean needs the same dtype and shape")
+    assert not out.exists()
+    # Concatenating 10 and 5 class scores is fine.
+    assert main(["merge", members[0], str(five), "-o", str(out), "--combine", "concat"]) == 0
+    x = _inputs(1)[0]
+    expected = np.concatenate([_ort(members[0]).run(None, {"input": x})[0], _ort(five).run(None, {"input": x})[0]], -1)
+    np.testing.assert_array_equal(_ort(out).run(None, {"input": x})[0], expected)

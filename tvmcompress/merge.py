@@ -129,6 +129,25 @@ def check_members(members: Sequence[onnx.ModelProto], labels: Sequence[str]) -> 
                                    f"{len(members[0].graph.output)}: members' outputs combine by position")
 
 
+def _check_outputs(members: Sequence[onnx.ModelProto], labels: Sequence[str], combine: Combine) -> None:
+    """Outputs that combine must agree: the same dtype and shape (concat: all but the last dim). ONNX's Mean and
+    Sum would otherwise broadcast a [1, 1] against a [1, 10] without a word."""
+    def described(value):
+        tensor = value.type.tensor_type
+        return tensor.elem_type, tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim)
+
+    for k, first in enumerate(members[0].graph.output):
+        elem_type, dims = described(first)
+        for model, label in zip(members[1:], labels[1:]):
+            other_type, other_dims = described(model.graph.output[k])
+            comparable = (dims[:-1], other_dims[:-1]) if combine.kind == "concat" else (dims, other_dims)
+            if other_type != elem_type or comparable[0] != comparable[1]:
+                raise TvmcompressError(
+                    f"output {k + 1} is {_describe(other_type, other_dims)} in {label} but "
+                    f"{_describe(elem_type, dims)} in {labels[0]}: combine {combine.kind} needs "
+                    + ("the same dims but the last" if combine.kind == "concat" else "the same dtype and shape"))
+
+
 def _rename_inputs(model: onnx.ModelProto, renames: Mapping[str, str], label: str) -> onnx.ModelProto:
     """A copy of `model` whose graph input THEIRS is called OURS, for each THEIRS=OURS in `renames`."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -319,6 +338,7 @@ def merge_models(members: Sequence[onnx.ModelProto], combine: Combine, labels: S
     members = [_rename_inputs(m, (input_map or {}).get(i, {}), labels[i]) if (input_map or {}).get(i) else m
                for i, m in enumerate(members)]
     check_members(members, labels)
+    _check_outputs(members, labels, combine)
     members = _common_opsets(members, labels)
     shared_inputs = {name for name, _, _ in _signature(members[0].graph)}
     output_names = [o.name for o in members[0].graph.output]
