@@ -137,6 +137,9 @@ def test_shared_backbone_is_computed_once_in_the_artifact(members, tmp_path):
         expected = np.mean([s.run(None, {"input": x})[0] for s in sessions], axis=0)
         np.testing.assert_allclose(artifact.run({"input": x})["logits"], expected, rtol=1e-5, atol=1e-5)
     assert artifact.manifest["verification"]["mode"] == "native"
+    ensemble = artifact.manifest["ensemble"]
+    assert ensemble["members"] == [str(a), str(b)] and ensemble["combine"] == "mean"
+    assert ensemble["nodes_shared"] == len(base.graph.node) - 1  # all but the head's Gemm
 
 
 def test_identical_members_merge_to_one(members):

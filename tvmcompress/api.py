@@ -297,6 +297,11 @@ def _compile_once(
         }
         if pruning is not None:
             manifest["pruning"] = pruning
+        from .merge import merge_record
+
+        ensemble = merge_record(source_model) if source_model is not None else None
+        if ensemble is not None:  # a `tvmcompress merge` model: its members and what they share
+            manifest["ensemble"] = ensemble
         if clustering is not None:
             manifest["clustering"] = clustering
         if sparse_layers is not None:
