@@ -362,7 +362,9 @@ def _io_entry(spec: frontend.TensorSpec) -> dict[str, Any]:
 
 def _model_name(model: ModelSource) -> str | None:
     """The model file's name without extension (the default C name of `tvmcompress export`), if it has one."""
-    if hasattr(model, "example_calls"):  # a torch_import.TorchProgram
+    from .torch_import import TorchProgram
+
+    if isinstance(model, TorchProgram):
         return model.name
     if isinstance(model, (str, os.PathLike)):
         return os.path.splitext(os.path.basename(os.fspath(model)))[0]
