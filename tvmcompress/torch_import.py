@@ -286,8 +286,10 @@ def import_to_relax(program: TorchProgram):
     from tvm.relax.frontend.torch import from_exported_program
 
     try:
-        mod = from_exported_program(program.program, unwrap_unit_return_tuple=True,
-                                    custom_convert_map=dict(_CONVERT_MAP))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's deprecation notices, from its decompositions
+            mod = from_exported_program(program.program, unwrap_unit_return_tuple=True,
+                                        custom_convert_map=dict(_CONVERT_MAP))
     except Exception as err:  # noqa: BLE001 - the importer raises anything from AssertionError to TVMError
         raise TvmcompressError(f"TVM's PyTorch importer failed: {type(err).__name__}: {_first_line(err)}; this "
                                "op or form is not supported: rewrite that part of the module") from None
