@@ -73,8 +73,13 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     options: CompileOptions | None = None,
     cache_dir: str | os.PathLike | None = None,
     budgets: Budgets | None = None,
+    example_inputs: tuple | None = None,
 ) -> Artifact:
     """Compile an ONNX model into an artifact directory at `output` for `target` (a preset name or TVM JSON).
+
+    model may also be a PyTorch model (tvmcompress/torch_import.py; needs the `torch` extra): an nn.Module with
+    `example_inputs` (a tuple of tensors of the shapes to compile for), a torch.export.ExportedProgram, or the
+    path of a .pt2 file saved with torch.export.save. It is verified against its own outputs.
 
     cache_dir: reuse (and fill) a content-hash cache of artifacts there (tvmcompress/cache.py;
     `tvmcompress.cache.default_cache_dir()` is the XDG default); `artifact.cache_hit` says whether it was used.
@@ -82,15 +87,27 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     """
     options = options or CompileOptions()
     output = os.fspath(output)
+    from . import torch_import  # imports torch only for a torch model
+
+    is_torch = torch_import.is_torch_model(model)
+    if is_torch and cache_dir is not None and not isinstance(model, (str, os.PathLike)):
+        log.info("not using the cache: an in-memory torch model has no stable bytes to key it by")
+        cache_dir = None
+    elif not is_torch and example_inputs is not None:
+        raise TvmcompressError("example_inputs are for a PyTorch nn.Module; an ONNX model has its own input shapes")
+
+    def source() -> Any:
+        return torch_import.load_program(model, example_inputs) if is_torch else model
+
     if cache_dir is None:
-        return _compile_fresh(model, target, output, options, budgets)
+        return _compile_fresh(source(), target, output, options, budgets)
     from .cache import ArtifactCache, lookup
 
     # NOTE: the key and a hit import neither TVM nor ONNX's checker: a hit must take well under a second.
     key, artifact = lookup(cache_dir, model, target, options, output, budgets)
     if artifact is not None:
         return artifact
-    artifact = _compile_fresh(model, target, output, options, budgets)
+    artifact = _compile_fresh(source(), target, output, options, budgets)
     if key is not None:  # None: an unreadable input, which _compile_fresh has reported
         ArtifactCache(cache_dir).store(key, artifact.directory)
     return artifact
@@ -124,26 +141,43 @@ def _compile_once(
     # Cheap checks first: a missing toolchain or unwritable OUT should fail before a minutes-long build.
     preset = presets.with_cores(presets.resolve_preset(target), options.cores)
     toolchain.find_compiler(preset)
-    read_paths = files_read(model, options)  # OUT must not hold them: replacing it would delete them
+    from .torch_import import TorchProgram
+
+    torch_program = model if isinstance(model, TorchProgram) else None
+    # OUT must not hold them: replacing it would delete them
+    read_paths = files_read(torch_program.path if torch_program is not None else model, options)
     check_output_dir_writable(output, read_paths)
     runtime_size = runtime_bytes(preset.arch, str(preset.tvm_target.get("kind")))
     check_runtime_fits(budgets, runtime_size, preset.arch)
 
-    source_model = frontend.load_model(model)
-    source_bytes = _source_bytes(model, source_model)
-    canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
-    frontend.check_supported(canonical)
-    if not options.allow_nonfinite_weights:
-        frontend.check_finite_weights(canonical)
-    inputs, outputs = frontend.model_io(canonical)
+    if torch_program is not None:
+        from .torch_import import check_options
+
+        check_options(options)
+        source_model = canonical = None
+        source_bytes = torch_program.source_bytes
+        inputs, outputs = list(torch_program.inputs), list(torch_program.outputs)
+    else:
+        source_model = frontend.load_model(model)
+        source_bytes = _source_bytes(model, source_model)
+        canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
+        frontend.check_supported(canonical)
+        if not options.allow_nonfinite_weights:
+            frontend.check_finite_weights(canonical)
+        inputs, outputs = frontend.model_io(canonical)
     # The calibration and eval data are read and checked once, here, before the import, so that bad data fails
     # in a second rather than after the model is imported; the steps that use them read the cached result.
     data = Data(functools.cache(lambda: calibration_calls(options.calibration, inputs)),
                 functools.cache(lambda: read_eval_data(options.eval_data, inputs)), inputs)
     data.calibration()
     data.evaluation()
-    log.info("importing %d-node graph into Relax", len(canonical.graph.node))
-    mod = frontend.import_to_relax(canonical)
+    if torch_program is not None:
+        from .torch_import import import_to_relax
+
+        mod = import_to_relax(torch_program)
+    else:
+        log.info("importing %d-node graph into Relax", len(canonical.graph.node))
+        mod = frontend.import_to_relax(canonical)
     mod, steps = pipeline.compress(mod, options, preset, data)
 
     from .build import build_library  # local: imports tvm's compiler stack
@@ -171,22 +205,29 @@ def _compile_once(
             directory=writer.tmpdir, model_name=_model_name(model), source_bytes=source_bytes,
             source_model=source_model, preset=preset, io=(inputs, outputs), options=options, steps=steps, mod=mod,
             result=result, runtime_size=runtime_size, memory_plan=memory_plan,
-            recipe=recipe_of(target, options))
+            recipe=recipe_of(target, options) if torch_program is None else None,
+            frontend_steps=None if torch_program is None else ["torch_import.import_to_relax"])
         manifest["build_seconds"] = round(time.perf_counter() - start, 3)
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
         # Inside the writer: a wrong build leaves nothing at OUT. Artifact reads the manifest just written.
         manifest["verification"] = {**manifest["verification"], **verify_compressed(
-            Artifact(writer.tmpdir), source_model, canonical, options, steps, data.calibration, fallback)}
+            Artifact(writer.tmpdir), source_model, canonical, options, steps, data.calibration, fallback,
+            torch_program)}
         write_json(writer.path(MANIFEST_NAME), manifest)
-        write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
+        stats = frontend_stats(canonical) if torch_program is None else _torch_stats(torch_program)
+        write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, stats)
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)
     return Artifact(output)
 
 
 def _model_name(model: ModelSource) -> str | None:
     """The model file's name without extension (the default C name of `tvmcompress export`), if it has one."""
+    from .torch_import import TorchProgram
+
+    if isinstance(model, TorchProgram):
+        return model.name
     if isinstance(model, (str, os.PathLike)):
         return os.path.splitext(os.path.basename(os.fspath(model)))[0]
     return None
@@ -213,6 +254,12 @@ def analyze(
     if is_prequantized(mod):
         raise TvmcompressError("the model is already quantized: analyze its float version")
     return analyze_layers(mod, config or QuantizeConfig(), batches, data)
+
+
+def _torch_stats(torch_program) -> dict[str, Any]:
+    from .torch_import import model_stats
+
+    return model_stats(torch_program)
 
 
 def frontend_stats(model: onnx.ModelProto) -> dict[str, Any]:

@@ -124,8 +124,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
 
     p = sub.add_parser("compile", parents=[common], help="compile an ONNX model into an artifact directory")
-    p.add_argument("model", help="path to the .onnx model")
+    p.add_argument("model", nargs="?",
+                   help="path to the .onnx model, or a .pt2 saved by torch.export.save (needs the torch extra)")
     p.add_argument("-o", "--output", required=True, help="artifact directory to write (replaced atomically)")
+    e = p.add_argument_group("ensemble (instead of MODEL: `tvmcompress merge` and compile in one step)")
+    e.add_argument("--ensemble", metavar="A.onnx,B.onnx,...", help="merge these models into one graph and compile it")
+    e.add_argument("--combine", default="mean", metavar="HOW",
+                   help="mean, vote, weighted:W1,W2,..., concat or stack (default mean)")
+    e.add_argument("--input-map", action="append", default=[], metavar="MEMBER:THEIRS=OURS",
+                   help="rename input THEIRS of member MEMBER (1-based) to OURS")
     p.add_argument("--target", default="host", help="preset name (see `tvmcompress targets`) or TVM target JSON")
     _add_shape_flags(p)
     p.add_argument(
@@ -279,6 +286,19 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_shape_flags(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("merge", parents=[common],
+                       help="merge ONNX models on the same inputs into one graph whose outputs combine theirs")
+    p.add_argument("models", nargs="+", help="the member .onnx models (2 or more)")
+    p.add_argument("-o", "--output", required=True, help="the merged .onnx to write")
+    p.add_argument("--combine", default="mean", metavar="HOW",
+                   help="mean, vote, weighted:W1,W2,... (one weight per model), concat (last axis) or stack (new "
+                        "leading axis); default mean")
+    p.add_argument("--input-map", action="append", default=[], metavar="MEMBER:THEIRS=OURS",
+                   help="rename input THEIRS of member MEMBER (1-based) to OURS, for members whose input names differ")
+    p.add_argument("--eval-data", metavar="FILE.npz",
+                   help="inputs + 'label': print each member's and the ensemble's top-1 accuracy (ONNX Runtime)")
+    p.add_argument("--json", action="store_true", help="print what was merged (and accuracies) as JSON")
+
     p = sub.add_parser("targets", parents=[common], help="list target presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -290,6 +310,7 @@ def _cmd_compile(args) -> int:
     from .config import Budgets, parse_bytes
 
     start = time.perf_counter()
+    model = _compile_model(args)
     args.target, options = _compile_target_and_options(args)
     budgets = Budgets(
         max_ram_bytes=parse_bytes(args.max_ram, "--max-ram") if args.max_ram else None,
@@ -304,18 +325,20 @@ def _cmd_compile(args) -> int:
     from .cache import files_read
 
     # Before TVM and ONNX load (seconds): a refused -o answers at once. api.compile checks again.
-    check_output_dir_writable(args.output, [*files_read(args.model, options), *([cache_dir] if cache_dir else [])])
+    members = args.ensemble.split(",") if args.ensemble else [args.model]
+    check_output_dir_writable(args.output, [*(p for m in members for p in files_read(m, options)),
+                                            *([cache_dir] if cache_dir else [])])
     artifact = None
     if cache_dir is not None:
         from .cache import lookup
 
         # A hit without importing tvmcompress.api (ONNX, numpy): the whole command stays well under a second.
-        _key, artifact = lookup(cache_dir, args.model, args.target, options, args.output, budgets)
+        _key, artifact = lookup(cache_dir, model(), args.target, options, args.output, budgets)
     if artifact is None:
         from . import api
 
         artifact = api.compile(
-            args.model, args.target, output=args.output, options=options, cache_dir=cache_dir, budgets=budgets
+            model(), args.target, output=args.output, options=options, cache_dir=cache_dir, budgets=budgets
         )
     if args.json:
         summary = artifact_summary(artifact)
@@ -362,15 +385,59 @@ def _compile_target_and_options(args):
     from .config import CompileOptions
 
     target, base = recipe.read(args.recipe)
-    defaults = _build_parser().parse_args(["compile", args.model, "-o", args.output])
+    defaults = _build_parser().parse_args(["compile", *([args.model] if args.model else []), "-o", args.output])
     given = {dest for dest in _FLAG_FIELDS if getattr(args, dest) != getattr(defaults, dest)}
     flags, fields = _flag_fields(args), base.to_dict()
     for field in sorted({_FLAG_FIELDS[dest] for dest in given}):
         value = flags[field]
-        fields[field] = os.path.abspath(value) if field in ("calibration", "eval_data", "train_data") and value else value
+        is_path = field in ("calibration", "eval_data", "train_data") and value
+        fields[field] = os.path.abspath(value) if is_path else value
     if flags["compress_weights"]:  # it implies --separate-weights, as in CompileOptions.create
         fields["separate_weights"] = True
     return (args.target if args.target != defaults.target else target), CompileOptions.from_dict(fields)
+
+
+def _compile_model(args):
+    """What `compile` builds, on first call: the MODEL path, or the --ensemble merged (as ONNX bytes)."""
+    if (args.model is None) == (args.ensemble is None):
+        raise TvmcompressError("compile takes a MODEL or --ensemble A.onnx,B.onnx,... (one of them)")
+    if args.model is not None:
+        if args.input_map or args.combine != "mean":
+            raise TvmcompressError("--combine and --input-map go with --ensemble")
+        return lambda: args.model
+    import functools
+
+    @functools.cache
+    def merged() -> bytes:
+        from .merge import merge_files
+
+        return merge_files(args.ensemble.split(","), args.combine, args.input_map).SerializeToString()
+
+    return merged
+
+
+def _cmd_merge(args) -> int:
+    from .merge import ensemble_accuracy, load_members, merge_files, merge_record, write_model
+
+    merged = merge_files(args.models, args.combine, args.input_map)
+    record = merge_record(merged)
+    if args.eval_data:
+        from .data import load_npz
+
+        record["accuracy"] = ensemble_accuracy(load_members(args.models), merged, args.models,
+                                               load_npz(args.eval_data))
+    write_model(merged, args.output, args.models)
+    if args.json:
+        print(json.dumps(record, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"wrote {args.output}: {len(args.models)} models, combine {args.combine}; shared "
+          f"{record['initializers_shared']} initializers and {record['nodes_shared']} nodes")
+    if "accuracy" in record:
+        accuracy = record["accuracy"]
+        for name, value in accuracy["members"].items():
+            print(f"  {name}: top-1 {value:.2f}%")
+        print(f"  ensemble: top-1 {accuracy['ensemble']:.2f}% ({accuracy['samples']} samples)")
+    return EXIT_OK
 
 
 def _compile_options(args):
@@ -725,6 +792,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "export": _cmd_export,
     "targets": _cmd_targets,
+    "merge": _cmd_merge,
     "cache": _cmd_cache,
     "analyze": _cmd_analyze,
     "debug": _cmd_debug,

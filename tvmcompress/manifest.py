@@ -26,13 +26,15 @@ __all__ = ["build_manifest", "passes_ran", "elf_record"]
 SECTIONS = ("pruning", "clustering", "distillation", "sparse_layers", "quantization")
 
 
-def passes_ran(options: CompileOptions, steps: Sequence[Step], tuning: dict | None, pipeline: str) -> list[dict]:
-    """The manifest's `passes`: what ran, in order, each with its options."""
+def passes_ran(options: CompileOptions, steps: Sequence[Step], tuning: dict | None, pipeline: str,
+               frontend_steps: Sequence[str] | None = None) -> list[dict]:
+    """The manifest's `passes`: what ran, in order, each with its options. `frontend_steps`: the import's
+    step names when it is not the ONNX frontend's (a PyTorch model: torch_import.py)."""
     frontend_options = {k: v for k, v in options.to_json().items() if k in ("input_shapes", "const_inputs")}
     passes = [
         {"name": "frontend.canonicalize", "options": frontend_options},
         {"name": "frontend.import_to_relax", "options": {}},
-    ]
+    ] if frontend_steps is None else [{"name": name, "options": {}} for name in frontend_steps]
     passes += [{"name": step.name, "options": step.options} for step in steps]
     if tuning is not None:
         passes.append({"name": "tvmcompress.tune", "options": asdict(options.tune) if options.tune else {}})
@@ -64,6 +66,7 @@ def build_manifest(
     *, directory: str, model_name: str | None, source_bytes: bytes, source_model, preset: presets.TargetPreset,
     io: tuple[Sequence[TensorSpec], Sequence[TensorSpec]], options: CompileOptions, steps: Sequence[Step], mod,
     result, runtime_size: int | None, memory_plan, recipe: dict | None = None,
+    frontend_steps: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The manifest of the build whose files are in `directory` (model.so and, if any, weights.bin and the Relax
     module). `result` is build.build_library's BuildResult; build_seconds and verification are the caller's."""
@@ -95,7 +98,7 @@ def build_manifest(
         # A sub-byte input or output (int4, ...) also records the dtype that model.so takes for it.
         "inputs": [_io_entry(s) for s in io[0]],
         "outputs": [_io_entry(s) for s in io[1]],
-        "passes": passes_ran(options, steps, result.tuning, result.pipeline),
+        "passes": passes_ran(options, steps, result.tuning, result.pipeline, frontend_steps),
         "sizes": {
             "source_model_bytes": len(source_bytes),
             "weights_bytes": constant_bytes(mod),
@@ -125,7 +128,14 @@ def build_manifest(
     for step in steps:
         if step.section is not None:
             manifest[step.section] = step.record
-    if options.cluster_bits is not None or options.compress_weights:
+    if source_model is not None:
+        from .merge import merge_record
+
+        ensemble = merge_record(source_model)
+        if ensemble is not None:  # a `tvmcompress merge` model: its members and what they share
+            manifest["ensemble"] = ensemble
+    # The breakdown starts from the ONNX initializers' bytes; a torch model reports weights_bytes only.
+    if (options.cluster_bits is not None or options.compress_weights) and source_model is not None:
         from .weight_sizes import weights_breakdown
 
         quantized = stage_output(steps, "quantize") if manifest.get("quantization") is not None else None

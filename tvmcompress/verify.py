@@ -266,17 +266,17 @@ def tolerance_for(dtype: str) -> tuple[float, float]:
     return FLOAT_TOLERANCE.get(dtype, FLOAT_TOLERANCE["float32"])
 
 
-def float_mismatch(check: OutputCheck, dtype: str) -> str | None:
-    """Why a float build's output is wrong, or None when it matches."""
+def float_mismatch(check: OutputCheck, dtype: str, against: str = "ONNX Runtime") -> str | None:
+    """Why a float build's output is wrong (compared with `against`), or None when it matches."""
     if check.mismatch_share is not None:
         if check.mismatch_share > INTEGER_MISMATCH_SHARE:
-            return (f"output '{check.name}' differs from ONNX Runtime in {100 * check.mismatch_share:.3g}% of its "
+            return (f"output '{check.name}' differs from {against} in {100 * check.mismatch_share:.3g}% of its "
                     f"elements (max abs error {check.max_abs_error:.3g})")
         return None
     rtol, atol = tolerance_for(dtype)
     bound = atol + rtol * check.max_abs_reference
     if not check.max_abs_error <= bound:
-        return (f"output '{check.name}' differs from ONNX Runtime: max abs error {check.max_abs_error:.3g} > "
+        return (f"output '{check.name}' differs from {against}: max abs error {check.max_abs_error:.3g} > "
                 f"{bound:.3g} (= {atol:g} + {rtol:g} * max|ref| {check.max_abs_reference:.3g})")
     return None
 
@@ -327,6 +327,7 @@ def verify_build(
     compressed: str | None,
     calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
     int8_fallback=None,
+    reference=None,
 ) -> dict[str, Any]:
     """Run `artifact` (an Artifact over the directory being written) and ONNX Runtime on `source`; return the
     manifest's `verification` section, or raise TvmcompressError when a float build is wrong or a compressed one
@@ -335,6 +336,8 @@ def verify_build(
     `compressed`: what lowered precision or removed weights ("int8", "fp16", "prune", "cluster", ...), None for a
     float build. `int8_fallback()`: for a static int8 build, returns the layers to return to float (most
     sensitive first) so that the floor holds; the build below the floor then raises BelowQualityFloor with them.
+    `reference`: what the build is compared with when the source is no ONNX model (torch_import.TorchReference:
+    `name`, `sample_calls(calibration, count)`, `run(calls, output names)`); `source`/`canonical` are then None.
     """
     target = artifact.target
     record: dict[str, Any] = {"mode": _mode(target["runner"]), "runner": target["runner"]}
@@ -346,15 +349,21 @@ def verify_build(
         return {**record, "mode": "skipped", "reason": reason}
     from .frontend import model_io
 
-    specs, _ = model_io(canonical)
-    calls, origin = sample_calls(canonical, specs, calibration)
     names = [spec.name for spec in artifact.outputs]
-    try:
-        references = reference_outputs(source, calls, dict(options.const_inputs), names)
-    except Exception as err:  # noqa: BLE001 - ORT cannot run every model we can compile (opset, custom ops)
-        reason = f"ONNX Runtime cannot run the source model ({str(err).splitlines()[0][:200]})"
-        log.warning("not verified: %s", reason)
-        return {**record, "mode": "skipped", "reason": reason}
+    against = reference.name if reference is not None else "ONNX Runtime"
+    if reference is not None:
+        calls, origin = reference.sample_calls(calibration, CALIBRATION_SAMPLES if calibration else GENERATED_SAMPLES)
+        references = reference.run(calls, names)
+        record["reference"] = reference.name
+    else:
+        specs, _ = model_io(canonical)
+        calls, origin = sample_calls(canonical, specs, calibration)
+        try:
+            references = reference_outputs(source, calls, dict(options.const_inputs), names)
+        except Exception as err:  # noqa: BLE001 - ORT cannot run every model we can compile (opset, custom ops)
+            reason = f"ONNX Runtime cannot run the source model ({str(err).splitlines()[0][:200]})"
+            log.warning("not verified: %s", reason)
+            return {**record, "mode": "skipped", "reason": reason}
     # One call at a time (Artifact.run): a model of rank-0 inputs has no stacked form.
     ours = [artifact.run(call) for call in calls]
     checks = []
@@ -366,7 +375,7 @@ def verify_build(
         rtol, atol = tolerance_for("float32")
         record["tolerance"] = {"rtol": rtol, "atol": atol, "rule": "max|ours - ort| <= atol + rtol * max|ort|"}
         for spec, check in zip(artifact.outputs, checks):
-            why = float_mismatch(check, spec.dtype)
+            why = float_mismatch(check, spec.dtype, against)
             if why is not None:
                 raise TvmcompressError(
                     f"verification failed: {why}; the build is wrong, nothing was written: try --no-winograd, "
@@ -429,8 +438,8 @@ def layers_to_float(mod, config, calibration: Sequence[Mapping[str, np.ndarray]]
     return chosen
 
 
-def verify_compressed(artifact, source: onnx.ModelProto, canonical: onnx.ModelProto, options, steps, calibration,
-                      fallback: dict | None) -> dict[str, Any]:
+def verify_compressed(artifact, source: onnx.ModelProto | None, canonical: onnx.ModelProto | None, options, steps,
+                      calibration, fallback: dict | None, torch_program=None) -> dict[str, Any]:
     """verify_build for the build in `artifact` that pipeline.compress's `steps` made; `calibration()` reads the
     calibration calls. `fallback`: the record of the quality-floor fallback that led to this build, if any."""
     from .pipeline import section, stage_input
@@ -443,6 +452,11 @@ def verify_compressed(artifact, source: onnx.ModelProto, canonical: onnx.ModelPr
     int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
     fallback_layers = (lambda: layers_to_float(stage_input(steps, "quantize"), options.quantize, calibration(),
                                                options.min_sqnr)) if int8 and fallback is None else None
+    reference = None
+    if torch_program is not None:  # no ONNX model: the build is compared with the module's own outputs
+        from .torch_import import TorchReference
+
+        reference = TorchReference(torch_program)
     record = verify_build(artifact, source, canonical, options, compressed or None,
-                          calibration() if options.calibration else None, fallback_layers)
+                          calibration() if options.calibration else None, fallback_layers, reference)
     return {**record, "quality_floor_fallback": fallback} if fallback is not None else record
