@@ -83,9 +83,13 @@ def _find_chains(func: relax.Function) -> list[_Chain]:
         rule = RULES.get(call.op.name) if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) else None
         if rule is None or not rule.applies(call):
             continue
-        out_shape = [int(d) for d in b.var.ty.shape.values]
+        # Only the channel dim must be static: a symbolic batch or spatial dim (dynamic shapes) does not change
+        # the per-channel algebra.
+        out_shape = list(b.var.ty.shape.values)
         axis = rule.output_channel_axis(call) % len(out_shape)
-        channels = out_shape[axis]
+        if not isinstance(out_shape[axis], tvm.tirx.IntImm):
+            continue
+        channels = int(out_shape[axis])
         # [C] broadcasts along the last axis (matmul); a conv's NCHW output needs [1, C, 1, 1].
         bias_shape = (channels,) if axis == len(out_shape) - 1 else tuple(
             channels if i == axis else 1 for i in range(len(out_shape)))

@@ -143,6 +143,12 @@ def _compile_once(
 
     source_model = frontend.load_model(model)
     source_bytes = _source_bytes(model, source_model)
+    dynamic = None
+    if options.dims:  # dynamic shapes: symbolic dims within ranges (tvmcompress/dynamic_shapes.py)
+        from .dynamic_shapes import DynamicBuild
+
+        dynamic = DynamicBuild(options)
+        dynamic.check_model(source_model)
     canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
     frontend.check_supported(canonical)
     if not options.allow_nonfinite_weights:
@@ -155,7 +161,9 @@ def _compile_once(
     if options.eval_data:
         _eval_data(options.eval_data, inputs)  # the same early check; its steps read it again
     log.info("importing %d-node graph into Relax", len(canonical.graph.node))
-    mod = frontend.import_to_relax(canonical)
+    mod = frontend.import_to_relax(canonical, dynamic.variables if dynamic else None)
+    if dynamic is not None:
+        mod = dynamic.annotate(mod)
     # NOTE: pruning before quantization: channel removal and reconstruction work on float weights, and
     # calibration then measures the ranges of the pruned model.
     from . import weight_compression
@@ -236,8 +244,8 @@ def _compile_once(
                 "isa_features": isa_features(preset.tvm_target),
             },
             # A sub-byte input or output (int4, ...) also records the dtype that model.so takes for it.
-            "inputs": [_io_entry(s) for s in inputs],
-            "outputs": [_io_entry(s) for s in outputs],
+            "inputs": dynamic.input_entries(inputs, _io_entry) if dynamic else [_io_entry(s) for s in inputs],
+            "outputs": dynamic.output_entries(outputs, _io_entry, mod) if dynamic else [_io_entry(s) for s in outputs],
             "passes": passes,
             "sizes": {
                 "source_model_bytes": len(source_bytes),
@@ -263,6 +271,8 @@ def _compile_once(
             "verification": verification,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
+        if dynamic is not None:
+            manifest["dynamic_dims"] = dynamic.manifest_dims()
         if pruning is not None:
             manifest["pruning"] = pruning
         if clustering is not None:
@@ -287,9 +297,10 @@ def _compile_once(
         check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
         # Inside the writer: a wrong build leaves nothing at OUT. Artifact reads the manifest just written.
-        manifest["verification"] = {**verification, **_verify(
+        manifest["verification"] = {**verification, **(dynamic.verify(
+            Artifact(writer.tmpdir), source_model, canonical, options) if dynamic else _verify(
             Artifact(writer.tmpdir), source_model, canonical, options, quantization, pruning, clustering,
-            calibration, before_quantization, fallback)}
+            calibration, before_quantization, fallback))}
         write_json(writer.path(MANIFEST_NAME), manifest)
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, frontend_stats(canonical))
     log.info("wrote %s in %.1f s", output, time.perf_counter() - start)

@@ -129,6 +129,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", help="preset name (see `tvmcompress targets`) or TVM target JSON")
     _add_shape_flags(p)
     p.add_argument(
+        "--dim", action="append", default=[], metavar="NAME=MIN..MAX",
+        help="a symbolic dim that --input-shape names (x=N,3,H,W): one artifact runs every size in the range; "
+             "an inline range (x=1..8,3,224,224) works too",
+    )
+    p.add_argument(
         "--const-input", action="append", default=[], metavar="NAME=VALUE", help="specialize an input to a constant"
     )
     p.add_argument("--cores", type=int, default=None, help="device core count for parallel code (default: preset's)")
@@ -312,10 +317,14 @@ def _cmd_compile(args) -> int:
 
 def _compile_options(args):
     """CompileOptions from the parsed flags of `compile` (which `debug` takes too)."""
-    from .config import CompileOptions, parse_const_input, parse_input_shape
+    from .config import CompileOptions, parse_const_input
+    from .dynamic_shapes import parse_shape_flags
 
+    # Fixed dims, ranges (x=1..8,3,224,224) and --dim symbols (x=N,3,H,W): dynamic_shapes.py.
+    input_shapes, dims = parse_shape_flags(args.input_shape, getattr(args, "dim", []))
     return CompileOptions.create(
-        input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
+        input_shapes=input_shapes,
+        dims=dims,
         const_inputs=dict(parse_const_input(s) for s in args.const_input),
         cores=args.cores,
         tune=_tune_config(args),

@@ -17,8 +17,9 @@ from .passes.prune_config import PruneConfig
 def _freeze_shapes(shapes: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
     frozen = []
     for name, dims in sorted((shapes or {}).items()):
-        dims = tuple(int(d) for d in dims)
-        if any(d < 1 for d in dims):
+        # A str dim is a symbol of a dynamic shape (tvmcompress/dynamic_shapes.py), checked against `dims`.
+        dims = tuple(d if isinstance(d, str) else int(d) for d in dims)
+        if any(not isinstance(d, str) and d < 1 for d in dims):
             raise TvmcompressError(f"input shape for '{name}' has a dimension below 1: {list(dims)}")
         frozen.append((name, dims))
     return tuple(frozen)
@@ -187,6 +188,8 @@ class CompileOptions:
     # 38-44, fp16 59-69, bf16 50-53, --cluster-bits 4 17-21, int4-weight 12-20 (digits: 15.6 dB for -0.28 points
     # of accuracy); a model under 10 dB has lost most of its signal (issue 17's int8 PicoDet: 0.4-2.6 dB).
     min_sqnr: float = 10.0
+    # Dynamic shapes: the range (min, max) of each symbolic dim that input_shapes names (--dim N=1..8).
+    dims: tuple[tuple[str, tuple[int, int]], ...] = field(default=())
 
     @classmethod
     def create(
@@ -209,6 +212,7 @@ class CompileOptions:
         allow_nonfinite_weights: bool = False,
         verify: bool = True,
         min_sqnr: float | None = None,
+        dims: Mapping[str, tuple[int, int]] | None = None,
     ) -> "CompileOptions":
         if cluster_bits is not None and (isinstance(cluster_bits, bool) or cluster_bits not in range(1, 9)):
             raise TvmcompressError(f"--cluster-bits must be an integer from 1 to 8, got {cluster_bits!r}")
@@ -249,7 +253,10 @@ class CompileOptions:
                                        "to measure the accuracy loss on")
             if not prune_budget >= 0:
                 raise TvmcompressError(f"--prune-budget must be >= 0 points, got {prune_budget}")
-        return cls(
+        from .dynamic_shapes import freeze_ranges
+
+        frozen_dims = freeze_ranges(dict(input_shapes or {}), dims)
+        options = cls(
             _freeze_shapes(input_shapes), _freeze_consts(const_inputs), cores, tune, quantize,
             # --compress-weights codes the separate weights file: it implies --separate-weights.
             os.path.abspath(calibration) if calibration else None, prune, bool(separate_weights or compress_weights),
@@ -262,11 +269,21 @@ class CompileOptions:
             allow_nonfinite_weights=bool(allow_nonfinite_weights),
             verify=bool(verify),
             min_sqnr=float(min_sqnr) if min_sqnr is not None else cls.min_sqnr,
+            dims=frozen_dims,
         )
+        if frozen_dims:
+            from .dynamic_shapes import check_compile_options
+
+            check_compile_options(options)
+        return options
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
+        # Only dynamic builds carry `dims`: static builds keep the options JSON (and cache keys) they had.
+        data["dims"] = {name: list(bounds) for name, bounds in self.dims}
+        if not self.dims:
+            del data["dims"]
         data["const_inputs"] = {name: _nested_list(v) for name, v in self.const_inputs}
         data["prune"] = self.prune.to_json() if self.prune is not None else None
         return data
