@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -105,7 +106,8 @@ def _find_chains(func: relax.Function) -> list[_Chain]:
             if const is None and op.name in ("relax.add", "relax.multiply"):
                 const = constant_value(lhs) if isinstance(rhs, relax.Var) and rhs.name == current.var.name else None
             vector = None if const is None else _channel_vector(const, len(out_shape), axis, channels)
-            if vector is None or [int(d) for d in nxt.var.ty.shape.values] != out_shape:
+            # The op must keep the conv's shape (no broadcast): structurally, symbolic dims included.
+            if vector is None or not tvm_ffi.structural_equal(list(nxt.var.ty.shape.values), out_shape):
                 break
             if op.name == "relax.divide" and not np.all(vector):
                 break  # x / 0 is inf or nan per element; a folded weight would spread that over whole sums

@@ -1,0 +1,127 @@
+"""One dynamic-shape artifact against ONNX Runtime at several shapes (issue 21): an MLP with a dynamic batch and
+a small CRNN-like conv net with a dynamic width (conv, pool, reshape to a sequence, per-column classifier)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import tvmcompress
+from tvmcompress.cli import main
+from tvmcompress.config import CompileOptions
+
+# float32 kernels against ORT's: reassociated sums over <= 72 terms of O(1) values.
+ATOL = 1e-4
+
+
+def _model(nodes, inputs, outputs, weights) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(w, n) for n, w in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def mlp(rng) -> onnx.ModelProto:
+    weights = {"w1": (0.3 * rng.standard_normal((16, 32))).astype(np.float32),
+               "b1": (0.1 * rng.standard_normal(32)).astype(np.float32),
+               "w2": (0.3 * rng.standard_normal((32, 10))).astype(np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["logits"]), helper.make_node("Softmax", ["logits"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], weights)
+
+
+def conv_sequence(rng) -> onnx.ModelProto:
+    """[1, 3, 8, W] -> conv 3x3 -> relu -> maxpool 2x2 -> [1, 8, 4, W/2] -> reshape [1, 32, W/2] -> transpose
+    [W/2, 1, 32] -> matmul [32, 5]: a CRNN's shape flow, without the LSTM."""
+    weights = {"w": (0.3 * rng.standard_normal((8, 3, 3, 3))).astype(np.float32),
+               "fc": (0.3 * rng.standard_normal((32, 5))).astype(np.float32),
+               "shape": np.array([1, 32, -1], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "shape"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[2, 0, 1]),
+             helper.make_node("MatMul", ["t", "fc"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, "width"])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", 1, 5])], weights)
+
+
+@pytest.fixture(scope="module")
+def mlp_artifact(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mlp")
+    model = mlp(np.random.default_rng(0))
+    onnx.save(model, tmp / "mlp.onnx")
+    assert main(["compile", str(tmp / "mlp.onnx"), "-o", str(tmp / "out"), "--input-shape", "x=N,16",
+                 "--dim", "N=1..64"]) == 0
+    return model, tvmcompress.load(tmp / "out"), tmp
+
+
+@pytest.fixture(scope="module")
+def conv_artifact(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("conv")
+    model = conv_sequence(np.random.default_rng(1))
+    onnx.save(model, tmp / "conv.onnx")
+    artifact = tvmcompress.compile(tmp / "conv.onnx", "host", output=tmp / "out",
+                                   options=CompileOptions.create(input_shapes={"x": (1, 3, 8, "W")},
+                                                                 dims={"W": (8, 256)}))
+    return model, artifact
+
+
+def _ort(model, feeds):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_dynamic_batch_mlp_matches_onnxruntime(mlp_artifact, batch):
+    model, artifact, _ = mlp_artifact
+    x = np.random.default_rng(batch).standard_normal((batch, 16)).astype(np.float32)
+    got = artifact.run({"x": x})["y"]
+    assert got.shape == (batch, 10)
+    np.testing.assert_allclose(got, _ort(model, {"x": x}), rtol=0, atol=ATOL)
+
+
+def test_dynamic_batch_manifest_records_the_ranges(mlp_artifact):
+    _, artifact, _ = mlp_artifact
+    manifest = artifact.manifest
+    assert manifest["dynamic_dims"] == {"N": {"min": 1, "max": 64}}
+    assert manifest["inputs"][0]["dims"] == ["N", 16] and manifest["inputs"][0]["shape"] == [64, 16]
+    assert manifest["outputs"][0]["dims"] == ["N", 10] and manifest["outputs"][0]["shape"] == [64, 10]
+    # Verified against ORT at the smallest, a middle and the largest batch.
+    assert [s["dims"] for s in manifest["verification"]["shapes"]] == [{"N": 1}, {"N": 32}, {"N": 64}]
+    # The plan holds the largest batch: the 64 x 32 hidden layer alone is 8 KiB.
+    assert manifest["memory"]["peak_activation_bytes"] >= 64 * 32 * 4
+
+
+@pytest.mark.parametrize("width", [8, 50, 256])
+def test_dynamic_width_conv_matches_onnxruntime(conv_artifact, width):
+    model, artifact = conv_artifact
+    x = np.random.default_rng(width).standard_normal((1, 3, 8, width)).astype(np.float32)
+    got = artifact.run({"x": x})["y"]
+    assert got.shape == (width // 2, 1, 5)
+    np.testing.assert_allclose(got, _ort(model, {"x": x}), rtol=0, atol=ATOL)
+
+
+def test_dynamic_width_output_dims_are_symbolic(conv_artifact):
+    _, artifact = conv_artifact
+    out = artifact.manifest["outputs"][0]
+    assert out["shape"] == [128, 1, 5] and isinstance(out["dims"][0], str) and "W" in out["dims"][0]
+
+
+def test_run_cli_takes_the_actual_shape_and_refuses_one_outside_the_range(mlp_artifact, capsys):
+    model, _, tmp = mlp_artifact
+    x = np.random.default_rng(7).standard_normal((3, 16)).astype(np.float32)
+    np.savez(tmp / "in.npz", x=x)
+    assert main(["run", str(tmp / "out"), "--inputs", str(tmp / "in.npz"), "--output", str(tmp / "y.npz")]) == 0
+    np.testing.assert_allclose(np.load(tmp / "y.npz")["y"], _ort(model, {"x": x}), rtol=0, atol=ATOL)
+    capsys.readouterr()
+    np.savez(tmp / "big.npz", x=np.zeros((65, 16), np.float32))
+    code = main(["run", str(tmp / "out"), "--inputs", str(tmp / "big.npz"), "--output", str(tmp / "big_out.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "dim 0 (N) is 65, outside the compiled range N=1..64" in err
+    assert not os.path.exists(tmp / "big_out.npz")
+    json.dumps(tvmcompress.load(tmp / "out").manifest)  # still a readable artifact
