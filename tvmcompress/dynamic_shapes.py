@@ -201,7 +201,8 @@ def output_dims(mod, ranges: Mapping[str, tuple[int, int]], variables: Mapping[s
                 dims.append(int(value.value))
                 largest.append(int(value.value))
                 continue
-            dims.append(str(value))
+            # TVM prints 'W // T.int64(4)': the manifest and model.h say 'W // 4'.
+            dims.append(re.sub(r"T\.int64\((-?\d+)\)", r"\1", str(value)))
             largest.append(int(analyzer.simplify(value)))
         result.append((dims, largest))
     return result
