@@ -338,3 +338,50 @@ class DynamicBuild:
         return {"mode": _mode(target["runner"]), "runner": target["runner"], "samples": len(shapes), "inputs": "generated",
                 "tolerance": {"rtol": rtol, "atol": atol, "rule": "max|ours - ort| <= atol + rtol * max|ort|"},
                 "shapes": shapes}
+
+
+# ------------------------------------------------------------------------------------------------- C API
+
+
+def c_header_lines(name: str, manifest: Mapping[str, Any]) -> list[str]:
+    """model.h's dynamic-shape section: the symbols and their ranges, which symbol each input dim is, and
+    NAME_run_shaped (model_api.cc.in implements it under `#ifdef NAME_NUM_DIMS`). Empty for a static model."""
+    ranges = manifest.get("dynamic_dims") or {}
+    if not ranges:
+        return []
+    names = sorted(ranges)
+    upper = name.upper()
+    lines = [
+        "",
+        "/* Dynamic shapes: one symbol per dynamic dim, each with the sizes it may take (both ends included). The",
+        f" * shapes and byte sizes above are the largest ones: buffers of {name}_input_bytes[i] / {name}_output_bytes[i]",
+        f" * bytes fit every shape in the ranges. {name}_input_dim_symbols[i][d] is the symbol of input i's dim d",
+        " * (an index into the arrays below), or -1 for a fixed dim. */",
+        f"#define {upper}_NUM_DIMS {len(names)}",
+        f"static const char* const {name}_dim_names[{len(names)}] = {{{', '.join(_c_string(n) for n in names)}}};",
+        f"static const int64_t {name}_dim_min[{len(names)}] = {{{', '.join(str(ranges[n]['min']) for n in names)}}};",
+        f"static const int64_t {name}_dim_max[{len(names)}] = {{{', '.join(str(ranges[n]['max']) for n in names)}}};",
+    ]
+    inputs = manifest["inputs"]
+    for index, entry in enumerate(inputs):
+        symbols = [str(names.index(d)) if isinstance(d, str) else "-1" for d in entry["dims"]] or ["-1"]
+        lines.append(f"static const int {name}_input{index}_dim_symbols[{len(symbols)}] = {{{', '.join(symbols)}}};")
+    tables = ", ".join(f"{name}_input{index}_dim_symbols" for index in range(len(inputs)))
+    lines += [
+        f"static const int* const {name}_input_dim_symbols[{len(inputs)}] = {{{tables}}};",
+        "",
+        f"/* One inference at the shapes in input_shapes[i] ({name}_input_ndims[i] sizes each, within the ranges;",
+        f" * a size outside them is {upper}_ERR_ARGUMENT). Each output's shape is written to output_shapes[i]",
+        f" * ({name}_output_ndims[i] sizes); its data, dense and row-major, to outputs[i]. */",
+        f"struct {name}_model;",
+        f"int {name}_run_shaped(struct {name}_model* model, const int64_t* const* input_shapes, "
+        "const void* const* inputs,",
+        f"{' ' * (len(name) + 15)}void* const* outputs, int64_t* const* output_shapes);",
+    ]
+    return lines
+
+
+def _c_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)

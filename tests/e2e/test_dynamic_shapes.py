@@ -125,3 +125,42 @@ def test_run_cli_takes_the_actual_shape_and_refuses_one_outside_the_range(mlp_ar
     assert "dim 0 (N) is 65, outside the compiled range N=1..64" in err
     assert not os.path.exists(tmp / "big_out.npz")
     json.dumps(tvmcompress.load(tmp / "out").manifest)  # still a readable artifact
+
+
+def lstm(rng, **attrs) -> onnx.ModelProto:
+    """Bidirectional LSTM, hidden 3, with biases and initial states, over a dynamic sequence length."""
+    hidden, features = 3, 4
+    weights = {"W": (0.5 * rng.standard_normal((2, 4 * hidden, features))).astype(np.float32),
+               "R": (0.5 * rng.standard_normal((2, 4 * hidden, hidden))).astype(np.float32),
+               "B": (0.2 * rng.standard_normal((2, 8 * hidden))).astype(np.float32),
+               "h0": (0.5 * rng.standard_normal((2, 2, hidden))).astype(np.float32),
+               "c0": (0.5 * rng.standard_normal((2, 2, hidden))).astype(np.float32)}
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["y", "y_h", "y_c"], hidden_size=hidden,
+                            direction="bidirectional", **attrs)
+    return _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["seq", 2, features])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", 2, 2, hidden]),
+                   helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [2, 2, hidden]),
+                   helper.make_tensor_value_info("y_c", TensorProto.FLOAT, [2, 2, hidden])], weights)
+
+
+def test_lstm_over_a_dynamic_sequence_length_matches_onnxruntime(tmp_path):
+    model = lstm(np.random.default_rng(3))
+    onnx.save(model, tmp_path / "lstm.onnx")
+    artifact = tvmcompress.compile(tmp_path / "lstm.onnx", "host", output=tmp_path / "out",
+                                   options=CompileOptions.create(input_shapes={"x": ("T", 2, 4)}, dims={"T": (1, 40)}))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for steps in (1, 7, 40):
+        x = np.random.default_rng(steps).standard_normal((steps, 2, 4)).astype(np.float32)
+        got = artifact.run({"x": x})
+        for name, expected in zip(("y", "y_h", "y_c"), session.run(None, {"x": x})):
+            # 40 steps of float32 gates: errors compound a little through the recurrence.
+            np.testing.assert_allclose(got[name], expected, rtol=0, atol=ATOL, err_msg=f"{name} at T={steps}")
+
+
+def test_lstm_form_without_a_dynamic_loop_is_refused_in_one_line(tmp_path, capsys):
+    onnx.save(lstm(np.random.default_rng(3), clip=2.0), tmp_path / "lstm.onnx")
+    code = main(["compile", str(tmp_path / "lstm.onnx"), "-o", str(tmp_path / "out"), "--input-shape", "x=1..9,2,4"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "LSTM with a dynamic sequence length does not support clip yet" in err
+    assert not os.path.exists(tmp_path / "out")
