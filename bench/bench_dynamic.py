@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import pathlib
 import platform
@@ -115,18 +116,30 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,crnn")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--rows-out", help="also save the measured rows as JSON here")
+    parser.add_argument("--rows-in", help="write the section from rows saved by --rows-out (comma-separated files; "
+                                          "one run per model in parallel, then one write) instead of measuring")
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            rows.extend(bench_model(name, tmp, args.runs))
+    if args.rows_in:
+        for path in args.rows_in.split(","):
+            rows.extend(json.loads(pathlib.Path(path).read_text()))
+        args.models = ",".join(dict.fromkeys(r["model"] for r in rows))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.models.split(","):
+                rows.extend(bench_model(name, tmp, args.runs))
+    if args.rows_out:
+        pathlib.Path(args.rows_out).write_text(json.dumps(rows))
     lines = [
         "## Dynamic shapes: one artifact for a range of shapes vs a static build per shape",
         "",
         f"Command: `nice -n 19 python bench/bench_dynamic.py --models {args.models} --runs {args.runs}` "
         f"({datetime.date.today()}, {platform.machine()}, host target, "
         f"{os.cpu_count()} cores shared with other jobs: ratios are more reliable than absolute times). "
-        "Median of interleaved runs on device-resident inputs; error = max |ours - ONNX Runtime|.",
+        "Median of interleaved runs on device-resident inputs; error = max |ours - ONNX Runtime|."
+        + (" Each model was measured by its own process (`--models M --rows-out F`), run at the same time, and the "
+           "section written from their rows (`--rows-in`)." if args.rows_in else ""),
         "",
         "| model | shape | dynamic ms | static ms | dynamic / static | err dynamic | err static |",
         "|---|---|---:|---:|---:|---:|---:|",
