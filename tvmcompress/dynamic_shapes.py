@@ -321,8 +321,23 @@ class DynamicBuild:
             concrete = [TensorSpec(s.name, concrete_shape(self.input_shapes.get(s.name, s.shape), sizes), s.dtype)
                         for s in specs]
             calls = generate_inputs(canonical, concrete, count=1)
-            references = reference_outputs(source, calls, dict(options.const_inputs), names)
-            ours = [artifact.run(call) for call in calls]
+            at = ", ".join(f"{k}={v}" for k, v in sizes.items())
+            try:
+                references = reference_outputs(source, calls, dict(options.const_inputs), names)
+            except Exception as err:  # noqa: BLE001 - ORT raises its own types; a shape the model cannot take
+                raise TvmcompressError(
+                    f"ONNX Runtime cannot run the model at {at} ({str(err).splitlines()[0][:200]}): the model does "
+                    "not take every shape in the ranges; narrow them"
+                ) from err
+            try:
+                ours = [artifact.run(call) for call in calls]
+            except TvmcompressError:
+                raise
+            except Exception as err:  # noqa: BLE001 - the VM's shape checks raise TVM errors
+                raise TvmcompressError(
+                    f"the build fails at {at} ({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}), "
+                    "where ONNX Runtime runs: build with fixed --input-shape values and report the bug"
+                ) from err
             checks = []
             for spec in artifact.outputs:
                 reference = np.stack([np.asarray(r[spec.name]) for r in references])
@@ -330,7 +345,7 @@ class DynamicBuild:
                 why = float_mismatch(check, spec.dtype)
                 if why is not None:
                     raise TvmcompressError(
-                        f"verification failed at {', '.join(f'{k}={v}' for k, v in sizes.items())}: {why}; the "
+                        f"verification failed at {at}: {why}; the "
                         "build is wrong, nothing was written: build with fixed --input-shape values and report the bug"
                     )
                 checks.append(check.to_json())

@@ -114,3 +114,16 @@ def test_verification_points_cover_both_ends_and_the_middle():
     assert shape_points({"N": (1, 8), "W": (32, 1024)}) == [
         {"N": 1, "W": 32}, {"N": 4, "W": 528}, {"N": 8, "W": 1024}]
     assert shape_points({"N": (2, 2)}) == [{"N": 2}]
+
+
+def test_a_range_the_model_cannot_take_fails_verification_in_one_line(tmp_path, capsys):
+    # Reshape to [1, 4] fixes the batch at 1 in fact: ORT fails at N=2, so the range is refused, nothing written.
+    shape = numpy_helper.from_array(np.array([1, 4], np.int64), "shape")
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                       [value("x", ["n", 4])], [value("y", [1, 4])], [shape])
+    onnx.save(model, tmp_path / "m.onnx")
+    code = main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out"), "--input-shape", "x=1..2,4"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "ONNX Runtime cannot run the model at x_0=2" in err and "narrow them" in err
+    assert not (tmp_path / "out").exists()
