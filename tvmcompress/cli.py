@@ -366,6 +366,7 @@ def artifact_summary(artifact) -> dict[str, Any]:
         "outputs": manifest["outputs"],
         "sizes": manifest["sizes"],
         "memory": manifest.get("memory"),
+        **({"dynamic_dims": manifest["dynamic_dims"]} if manifest.get("dynamic_dims") else {}),
         "build_seconds": manifest["build_seconds"],
         "versions": manifest["versions"],
     }
@@ -380,8 +381,15 @@ def format_artifact(summary: dict[str, Any]) -> str:
     lines = [f"artifact: {summary['artifact']}"]
     lines.append(f"target: {target['preset']} ({target['arch']}, runs here: {target['runner']})")
     lines.append(f"ISA features: {', '.join(target.get('isa_features') or []) or 'none recorded'}")
-    lines += [f"input {t['name']}: {t['dtype']} {t['shape']}" for t in summary["inputs"]]
-    lines += [f"output {t['name']}: {t['dtype']} {t['shape']}" for t in summary["outputs"]]
+    def dims(t) -> str:
+        # A dynamic artifact's dims (symbols, 'W // 4') with their largest shape (dynamic_shapes.py).
+        return f" = [{', '.join(map(str, t['dims']))}], largest {t['shape']}" if "dims" in t else f" {t['shape']}"
+
+    lines += [f"input {t['name']}: {t['dtype']}{dims(t)}" for t in summary["inputs"]]
+    lines += [f"output {t['name']}: {t['dtype']}{dims(t)}" for t in summary["outputs"]]
+    if summary.get("dynamic_dims"):
+        lines.append("dynamic dims: " + ", ".join(f"{k}={v['min']}..{v['max']}"
+                                                  for k, v in summary["dynamic_dims"].items()))
     lines.append(f"peak activation memory (RAM): {number(memory.get('peak_activation_bytes'))}")
     if memory:
         lines.append(

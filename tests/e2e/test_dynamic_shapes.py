@@ -96,6 +96,13 @@ def test_dynamic_batch_manifest_records_the_ranges(mlp_artifact):
     assert manifest["memory"]["peak_activation_bytes"] >= 64 * 32 * 4
 
 
+def test_inspect_shows_the_symbolic_dims_and_ranges(mlp_artifact, capsys):
+    _, _, tmp = mlp_artifact
+    assert main(["inspect", str(tmp / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "input x: float32 = [N, 16], largest [64, 16]" in out and "dynamic dims: N=1..64" in out
+
+
 @pytest.mark.parametrize("width", [8, 50, 256])
 def test_dynamic_width_conv_matches_onnxruntime(conv_artifact, width):
     model, artifact = conv_artifact
