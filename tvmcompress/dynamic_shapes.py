@@ -14,7 +14,8 @@ named `x_A`); the same name on several inputs (or axes) means the same size. The
   the largest shape; `Artifact.run` checks a call's shape against the ranges (`check_call`);
 - the deploy bundle's model.h carries the ranges and `NAME_run_shaped` (`c_header_lines`, model_api.cc.in).
 Kernels: the packed conv2d/dense computes take a symbolic batch, height or width (schedules/cpu_rules: a register
-tile for a representative width, the tail under a predicate; no Winograd without static spatial dims and batch);
+tile for a representative width, the tail under a predicate; Winograd with a symbolic batch, not with a symbolic
+height or width);
 an LSTM over a symbolic sequence length is one loop kernel (onnx_ops/recurrent_loop.py).
 
 Not supported yet (a clear error): compression (quantize, prune, cluster, sparse), tuning, --separate-weights.

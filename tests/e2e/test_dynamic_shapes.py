@@ -171,3 +171,23 @@ def test_lstm_form_without_a_dynamic_loop_is_refused_in_one_line(tmp_path, capsy
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "LSTM with a dynamic sequence length does not support clip yet" in err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_winograd_convolution_with_a_dynamic_batch_matches_onnxruntime(tmp_path):
+    # A 3x3 stride-1 conv of 32 -> 32 channels takes Winograd with a symbolic batch too (static H and W fix its
+    # tiles): the library holds the Winograd kernels, and each batch matches ORT.
+    rng = np.random.default_rng(5)
+    weights = {"w": (0.15 * rng.standard_normal((32, 32, 3, 3))).astype(np.float32)}
+    model = _model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Relu", ["c"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32, 12, 12])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32, 12, 12])], weights)
+    onnx.save(model, tmp_path / "conv.onnx")
+    artifact = tvmcompress.compile(tmp_path / "conv.onnx", "host", output=tmp_path / "out",
+                                   options=CompileOptions.create(input_shapes={"x": ("N", 32, 12, 12)},
+                                                                 dims={"N": (1, 4)}))
+    assert b"winograd_gemm" in (tmp_path / "out" / "model.so").read_bytes()
+    for batch in (1, 2, 4):
+        x = np.random.default_rng(batch).standard_normal((batch, 32, 12, 12)).astype(np.float32)
+        # Winograd's transforms round differently from a direct sum of 288 terms (float32, values O(1)).
+        np.testing.assert_allclose(artifact.run({"x": x})["y"], _ort(model, {"x": x}), rtol=0, atol=1e-4)

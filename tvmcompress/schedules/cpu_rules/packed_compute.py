@@ -163,7 +163,8 @@ def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, winograd: bool = T
     lanes = info.lanes(32)
     if groups == 1:
         # NOTE: Winograd's tile counts need static spatial dims: a symbolic one keeps the direct convolution.
-        tile_m = winograd and not symbolic and choose_winograd_tile(data_shape, w_oihw.shape, strides, dilation, padding, lanes)
+        spatial_static = isinstance(data_shape[1], int) and isinstance(data_shape[2], int)
+        tile_m = winograd and spatial_static and choose_winograd_tile(data_shape, w_oihw.shape, strides, dilation, padding, lanes)
         if tile_m:
             return emit_winograd_conv2d(bb, data, w_oihw, padding, tile_m, _block_width(out_c, lanes), _dense_packed)
         out_w = SYMBOLIC_ROWS if not isinstance(data_shape[2], int) else (
