@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -83,9 +84,13 @@ def _find_chains(func: relax.Function) -> list[_Chain]:
         rule = RULES.get(call.op.name) if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) else None
         if rule is None or not rule.applies(call):
             continue
-        out_shape = [int(d) for d in b.var.ty.shape.values]
+        # Only the channel dim must be static: a symbolic batch or spatial dim (dynamic shapes) does not change
+        # the per-channel algebra.
+        out_shape = list(b.var.ty.shape.values)
         axis = rule.output_channel_axis(call) % len(out_shape)
-        channels = out_shape[axis]
+        if not isinstance(out_shape[axis], tvm.tirx.IntImm):
+            continue
+        channels = int(out_shape[axis])
         # [C] broadcasts along the last axis (matmul); a conv's NCHW output needs [1, C, 1, 1].
         bias_shape = (channels,) if axis == len(out_shape) - 1 else tuple(
             channels if i == axis else 1 for i in range(len(out_shape)))
@@ -101,7 +106,8 @@ def _find_chains(func: relax.Function) -> list[_Chain]:
             if const is None and op.name in ("relax.add", "relax.multiply"):
                 const = constant_value(lhs) if isinstance(rhs, relax.Var) and rhs.name == current.var.name else None
             vector = None if const is None else _channel_vector(const, len(out_shape), axis, channels)
-            if vector is None or [int(d) for d in nxt.var.ty.shape.values] != out_shape:
+            # The op must keep the conv's shape (no broadcast): structurally, symbolic dims included.
+            if vector is None or not tvm_ffi.structural_equal(list(nxt.var.ty.shape.values), out_shape):
                 break
             if op.name == "relax.divide" and not np.all(vector):
                 break  # x / 0 is inf or nan per element; a folded weight would spread that over whole sums

@@ -34,7 +34,7 @@ from .config import Budgets, CompileOptions
 from .data import Samples, as_samples, calibration_calls
 from .data import eval_data as read_eval_data
 from .errors import TvmcompressError
-from .manifest import build_manifest
+from .manifest import build_manifest, io_entry
 from .passes.quantize_config import QuantizeConfig
 from .pipeline import Data
 from .recipe import recipe_of
@@ -150,6 +150,7 @@ def _compile_once(
     runtime_size = runtime_bytes(preset.arch, str(preset.tvm_target.get("kind")))
     check_runtime_fits(budgets, runtime_size, preset.arch)
 
+    dynamic = None
     if torch_program is not None:
         from .torch_import import check_options
 
@@ -160,6 +161,11 @@ def _compile_once(
     else:
         source_model = frontend.load_model(model)
         source_bytes = _source_bytes(model, source_model)
+        if options.dims:  # dynamic shapes: symbolic dims within ranges (tvmcompress/dynamic_shapes.py)
+            from .dynamic_shapes import DynamicBuild
+
+            dynamic = DynamicBuild(options)
+            dynamic.check_model(source_model)
         canonical = frontend.canonicalize(source_model, dict(options.input_shapes), dict(options.const_inputs))
         frontend.check_supported(canonical)
         if not options.allow_nonfinite_weights:
@@ -177,7 +183,9 @@ def _compile_once(
         mod = import_to_relax(torch_program)
     else:
         log.info("importing %d-node graph into Relax", len(canonical.graph.node))
-        mod = frontend.import_to_relax(canonical)
+        mod = frontend.import_to_relax(canonical, dynamic.variables if dynamic else None)
+        if dynamic is not None:
+            mod = dynamic.annotate(mod)
     mod, steps = pipeline.compress(mod, options, preset, data)
 
     from .build import build_library  # local: imports tvm's compiler stack
@@ -208,13 +216,18 @@ def _compile_once(
             recipe=recipe_of(target, options) if torch_program is None else None,
             frontend_steps=None if torch_program is None else ["torch_import.import_to_relax"])
         manifest["build_seconds"] = round(time.perf_counter() - start, 3)
+        if dynamic is not None:  # symbolic dims and their ranges (tvmcompress/dynamic_shapes.py)
+            manifest["inputs"] = dynamic.input_entries(inputs, io_entry)
+            manifest["outputs"] = dynamic.output_entries(outputs, io_entry, mod)
+            manifest["dynamic_dims"] = dynamic.manifest_dims()
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
         # Inside the writer: a wrong build leaves nothing at OUT. Artifact reads the manifest just written.
-        manifest["verification"] = {**manifest["verification"], **verify_compressed(
+        manifest["verification"] = {**manifest["verification"], **(dynamic.verify(
+            Artifact(writer.tmpdir), source_model, canonical, options) if dynamic is not None else verify_compressed(
             Artifact(writer.tmpdir), source_model, canonical, options, steps, data.calibration, fallback,
-            torch_program)}
+            torch_program))}
         write_json(writer.path(MANIFEST_NAME), manifest)
         stats = frontend_stats(canonical) if torch_program is None else _torch_stats(torch_program)
         write_report(writer.path(REPORT_JSON_NAME), writer.path(REPORT_HTML_NAME), manifest, stats)

@@ -120,7 +120,12 @@ class Artifact:
         from .data import validate_call
 
         arrays = self._from_storable({name: np.asarray(value) for name, value in inputs.items()})
-        validate_call(arrays, self.inputs, source="inputs (one model call; run_batches() takes stacked samples)")
+        if self.manifest.get("dynamic_dims"):  # any shape within the compiled ranges (dynamic_shapes.py)
+            from .dynamic_shapes import check_call
+
+            check_call(arrays, self.manifest["inputs"], self.manifest["dynamic_dims"], source="inputs")
+        else:
+            validate_call(arrays, self.inputs, source="inputs (one model call; run_batches() takes stacked samples)")
         return self._call([to_library(arrays[spec.name], spec.dtype) for spec in self.inputs])
 
     def run_batches(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -129,6 +134,9 @@ class Artifact:
 
         from .data import iterate_batches, validate_inputs
 
+        if self.manifest.get("dynamic_dims"):
+            # A dynamic artifact takes the arrays as one call of their own shape (a batch dim is in the ranges).
+            return self.run(data)
         data = self._from_storable(dict(data))
         validate_inputs(data, self.inputs, source="inputs")
         weights = self.weight_arrays()

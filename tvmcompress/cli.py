@@ -136,6 +136,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", help="preset name (see `tvmcompress targets`) or TVM target JSON")
     _add_shape_flags(p)
     p.add_argument(
+        "--dim", action="append", default=[], metavar="NAME=MIN..MAX",
+        help="a symbolic dim that --input-shape names (x=N,3,H,W): one artifact runs every size in the range; "
+             "an inline range (x=1..8,3,224,224) works too",
+    )
+    p.add_argument(
         "--const-input", action="append", default=[], metavar="NAME=VALUE", help="specialize an input to a constant"
     )
     p.add_argument("--cores", type=int, default=None, help="device core count for parallel code (default: preset's)")
@@ -358,7 +363,7 @@ def _cmd_compile(args) -> int:
 # Each compile flag -> the CompileOptions field it sets (`recipe` replaces a field wholesale where any of its flags
 # is given), and the flag that error messages name for a field (errors.OptionError).
 _FLAG_FIELDS = {
-    "input_shape": "input_shapes", "const_input": "const_inputs", "cores": "cores",
+    "input_shape": "input_shapes", "dim": "dims", "const_input": "const_inputs", "cores": "cores",
     "tune_trials": "tune", "tune_minutes": "tune", "tuning_db": "tune", "rpc": "tune", "rpc_key": "tune",
     "quantize": "quantize", "calibration_method": "quantize", "percentile": "quantize", "exclude": "quantize",
     "no_bias_correction": "quantize", "smoothquant": "quantize", "calibration": "calibration",
@@ -449,10 +454,14 @@ def _compile_options(args):
 
 def _flag_fields(args) -> dict:
     """CompileOptions.create's arguments from the flags of `compile`."""
-    from .config import parse_const_input, parse_input_shape
+    from .config import parse_const_input
+    from .dynamic_shapes import parse_shape_flags
 
+    # Fixed dims, ranges (x=1..8,3,224,224) and --dim symbols (x=N,3,H,W): dynamic_shapes.py.
+    input_shapes, dims = parse_shape_flags(args.input_shape, getattr(args, "dim", []))
     return dict(
-        input_shapes=dict(parse_input_shape(s) for s in args.input_shape),
+        input_shapes=input_shapes,
+        dims=dims,
         const_inputs=dict(parse_const_input(s) for s in args.const_input),
         cores=args.cores,
         tune=_tune_config(args),
@@ -506,6 +515,7 @@ def artifact_summary(artifact) -> dict[str, Any]:
         "outputs": manifest["outputs"],
         "sizes": manifest["sizes"],
         "memory": manifest.get("memory"),
+        **({"dynamic_dims": manifest["dynamic_dims"]} if manifest.get("dynamic_dims") else {}),
         "build_seconds": manifest["build_seconds"],
         "versions": manifest["versions"],
     }
@@ -520,8 +530,15 @@ def format_artifact(summary: dict[str, Any]) -> str:
     lines = [f"artifact: {summary['artifact']}"]
     lines.append(f"target: {target['preset']} ({target['arch']}, runs here: {target['runner']})")
     lines.append(f"ISA features: {', '.join(target.get('isa_features') or []) or 'none recorded'}")
-    lines += [f"input {t['name']}: {t['dtype']} {t['shape']}" for t in summary["inputs"]]
-    lines += [f"output {t['name']}: {t['dtype']} {t['shape']}" for t in summary["outputs"]]
+    def dims(t) -> str:
+        # A dynamic artifact's dims (symbols, 'W // 4') with their largest shape (dynamic_shapes.py).
+        return f" = [{', '.join(map(str, t['dims']))}], largest {t['shape']}" if "dims" in t else f" {t['shape']}"
+
+    lines += [f"input {t['name']}: {t['dtype']}{dims(t)}" for t in summary["inputs"]]
+    lines += [f"output {t['name']}: {t['dtype']}{dims(t)}" for t in summary["outputs"]]
+    if summary.get("dynamic_dims"):
+        lines.append("dynamic dims: " + ", ".join(f"{k}={v['min']}..{v['max']}"
+                                                  for k, v in summary["dynamic_dims"].items()))
     lines.append(f"peak activation memory (RAM): {number(memory.get('peak_activation_bytes'))}")
     if memory:
         lines.append(

@@ -21,8 +21,9 @@ from .passes.quantize_config import QuantizeConfig
 def _freeze_shapes(shapes: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
     frozen = []
     for name, dims in sorted((shapes or {}).items()):
-        dims = tuple(int(d) for d in dims)
-        if any(d < 1 for d in dims):
+        # A str dim is a symbol of a dynamic shape (tvmcompress/dynamic_shapes.py), checked against `dims`.
+        dims = tuple(d if isinstance(d, str) else int(d) for d in dims)
+        if any(not isinstance(d, str) and d < 1 for d in dims):
             raise TvmcompressError(f"input shape for '{name}' has a dimension below 1: {list(dims)}")
         frozen.append((name, dims))
     return tuple(frozen)
@@ -209,11 +210,18 @@ class CompileOptions:
     distill: DistillConfig | None = None
     train_data: str | None = None  # .npz of distillation inputs (+ optional `label`); default: --calibration
 
+    # Dynamic shapes: the range (min, max) of each symbolic dim that input_shapes names (--dim N=1..8).
+    dims: tuple[tuple[str, tuple[int, int]], ...] = field(default=())
+
     def __post_init__(self):
         # Where a config object belongs, a plain value says the same (a recipe, or `quantize="int8"` in Python):
         # it becomes the config here, so that every CompileOptions holds typed, validated parts.
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
         set_field("input_shapes", _freeze_shapes(dict(self.input_shapes)))
+        if self.dims or any(isinstance(d, str) for _, dims in self.input_shapes for d in dims):
+            from .dynamic_shapes import freeze_ranges
+
+            set_field("dims", freeze_ranges(dict(self.input_shapes), dict(self.dims)))
         set_field("const_inputs", _freeze_consts(dict(self.const_inputs)))
         set_field("quantize", _coerce(self.quantize, "quantize", QuantizeConfig, "QuantizeConfig(mode='int8')",
                                       lambda text: QuantizeConfig(mode=text)))
@@ -264,6 +272,10 @@ class CompileOptions:
                                   "to measure the accuracy loss on")
             if not self.prune_budget >= 0:
                 raise OptionError(f"{{prune_budget}} must be >= 0 points, got {self.prune_budget}")
+        if self.dims:
+            from .dynamic_shapes import check_compile_options
+
+            check_compile_options(self)
 
     @classmethod
     def create(
@@ -288,6 +300,7 @@ class CompileOptions:
         min_sqnr: float | None = None,
         distill: DistillConfig | None = None,
         train_data: str | None = None,
+        dims: Mapping[str, tuple[int, int]] | None = None,
     ) -> "CompileOptions":
         """The options as a caller states them: data paths made absolute, numbers made floats,
         --compress-weights implying --separate-weights; validated by __post_init__."""
@@ -307,11 +320,16 @@ class CompileOptions:
             verify=bool(verify),
             min_sqnr=_number(min_sqnr, "min_sqnr") if min_sqnr is not None else cls.min_sqnr,
             distill=distill, train_data=os.path.abspath(train_data) if train_data else None,
+            dims=dims or (),
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
+        # Only dynamic builds carry `dims`: static builds keep the options JSON (and cache keys) they had.
+        data["dims"] = {name: list(bounds) for name, bounds in self.dims}
+        if not self.dims:
+            del data["dims"]
         data["const_inputs"] = {name: _nested_list(v) for name, v in self.const_inputs}
         data["prune"] = self.prune.to_json() if self.prune is not None else None
         for name in ("calibration", "eval_data"):  # data given in Python: identified by its contents

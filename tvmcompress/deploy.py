@@ -430,6 +430,9 @@ def _header_values(artifact: "Artifact", preset: "TargetPreset", name: str, sepa
         if any(d < 0 for d in spec.shape):
             raise TvmcompressError(f"'{spec.name}' has a dynamic shape {list(spec.shape)}: recompile with --input-shape")
     lines = [*_io_constants(name, "input", artifact.inputs), *_io_constants(name, "output", artifact.outputs)]
+    from .dynamic_shapes import c_header_lines
+
+    lines += c_header_lines(name, artifact.manifest)  # dynamic shapes: the ranges and NAME_run_shaped
     return {
         **_name_values(name),
         "version": __version__,

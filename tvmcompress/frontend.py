@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -359,7 +360,9 @@ def canonicalize(
     canonical = _fold_constants(canonical)
     _fold_remaining_shape_ops(canonical)
     _restore_inputs(canonical.graph, signature)
-    _check_static_shapes(canonical)
+    if not any(isinstance(d, str) for dims in input_shapes.values() for d in dims):
+        # Dynamic shapes keep symbolic dims on purpose: TVM's importer infers them as Relax shape expressions.
+        _check_static_shapes(canonical)
     _check_constant_inputs(canonical)
     _check_reshapes(canonical)
     return canonical
@@ -426,7 +429,8 @@ def _fix_input_shapes(graph: onnx.GraphProto, input_shapes: Mapping[str, tuple])
         if info.name in input_shapes:
             given = input_shapes[info.name]
             flag = f"--input-shape {info.name}={','.join(str(d) for d in given)}"
-            if any(not isinstance(d, (int, np.integer)) or d <= 0 for d in given):
+            # A str dim is a dynamic shape's symbol (dynamic_shapes.py); it stays a dim_param.
+            if any(not isinstance(d, (int, np.integer, str)) or (not isinstance(d, str) and d <= 0) for d in given):
                 raise TvmcompressError(f"{flag} has a dim that is not a positive integer: give positive integers")
             if dims is not None and len(dims) != len(given):
                 raise TvmcompressError(
@@ -445,8 +449,13 @@ def _fix_input_shapes(graph: onnx.GraphProto, input_shapes: Mapping[str, tuple])
             shape = info.type.tensor_type.shape
             shape.Clear()
             for d in given:
-                shape.dim.add().dim_value = int(d)
-    dynamic = [(vi.name, _dims(vi)) for vi in graph.input if not _is_static(_dims(vi))]
+                if isinstance(d, str):
+                    shape.dim.add().dim_param = d
+                else:
+                    shape.dim.add().dim_value = int(d)
+    symbols = {d for dims in input_shapes.values() for d in dims if isinstance(d, str)}
+    dynamic = [(vi.name, _dims(vi)) for vi in graph.input
+               if not _is_static(tuple(1 if d in symbols else d for d in _dims(vi) or ())) or _dims(vi) is None]
     if dynamic:
         what = "; ".join(
             f"input {name!r} has unknown rank"
@@ -884,9 +893,11 @@ def _np_dtype_name(elem_type: int) -> str:
 # ------------------------------------------------------------------------------------------------ import
 
 
-def import_to_relax(model: onnx.ModelProto):
+def import_to_relax(model: onnx.ModelProto, symbols: Mapping[str, Any] | None = None):
     """Import a canonical model into Relax, weights bound as constants. Returns a `tvm.IRModule` whose `main`
     takes the graph inputs in order.
+
+    `symbols` (dynamic shapes): a tir.Var for each `dim_param` that the inputs may keep; every other dim is static.
 
     Raises `TvmcompressError` for unsupported ops and for nodes that TVM's importer fails on, naming the node.
     """
@@ -895,7 +906,12 @@ def import_to_relax(model: onnx.ModelProto):
 
     check_supported(model)
     inputs, _ = model_io(model)
-    dynamic = [spec.name for spec in inputs if any(d < 0 for d in spec.shape)]
+    symbols = dict(symbols or {})
+    shape_dict = {spec.name: list(spec.shape) for spec in inputs}
+    for info in _graph_inputs(model.graph):
+        if info.name in shape_dict and symbols:
+            shape_dict[info.name] = [symbols.get(d, -1) if isinstance(d, str) else d for d in _dims(info) or ()]
+    dynamic = [name for name, dims in shape_dict.items() if any(isinstance(d, int) and d < 0 for d in dims)]
     if dynamic:
         raise TvmcompressError(
             f"input(s) {', '.join(dynamic)} have dynamic dims: canonicalize the model with --input-shape first"
@@ -907,7 +923,7 @@ def import_to_relax(model: onnx.ModelProto):
             warnings.simplefilter("always")
             mod = from_onnx(
                 model,
-                shape_dict={spec.name: list(spec.shape) for spec in inputs},
+                shape_dict=shape_dict,
                 dtype_dict={spec.name: spec.dtype for spec in inputs},
             )
     except Exception as err:  # noqa: BLE001 - the importer raises anything from KeyError to TVMError

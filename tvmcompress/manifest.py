@@ -58,7 +58,7 @@ def _versions() -> dict[str, str]:
     return {"tvmcompress": __version__, "tvm": tvm.__version__, "tvm-ffi": tvm_ffi.__version__}
 
 
-def _io_entry(spec: TensorSpec) -> dict[str, Any]:
+def io_entry(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype, **sub_byte_io.manifest_entry(spec.dtype)}
 
 
@@ -96,8 +96,8 @@ def build_manifest(
             "isa_features": isa_features(preset.tvm_target),
         },
         # A sub-byte input or output (int4, ...) also records the dtype that model.so takes for it.
-        "inputs": [_io_entry(s) for s in io[0]],
-        "outputs": [_io_entry(s) for s in io[1]],
+        "inputs": [io_entry(s) for s in io[0]],
+        "outputs": [io_entry(s) for s in io[1]],
         "passes": passes_ran(options, steps, result.tuning, result.pipeline, frontend_steps),
         "sizes": {
             "source_model_bytes": len(source_bytes),

@@ -51,9 +51,23 @@ class DynamicShapeError(ValueError):
     """The plan holds a storage whose size is only known at run time."""
 
 
-def _int(expr: Any) -> int:
+def _int(expr: Any, upper: dict[str, int] | None = None) -> int:
+    """A size as a number; a symbolic one (dynamic shapes) at its symbols' upper bounds, `upper` by name (sizes
+    grow with their dims, so that is the largest shape's size)."""
     if isinstance(expr, tvm.tirx.IntImm):
         return int(expr.value)
+    if isinstance(expr, int):
+        return expr
+    free = tvm.tirx.analysis.undefined_vars(expr) if upper else []
+    if free and all(var.name in upper for var in free):
+        from tvm.sym.analyzer import Analyzer
+
+        analyzer = Analyzer()
+        for var in free:
+            analyzer.bind(var, tvm.tirx.const(upper[var.name], "int64"))
+        bound = analyzer.simplify(expr)
+        if isinstance(bound, tvm.tirx.IntImm):
+            return int(bound.value)
     raise DynamicShapeError(f"size {expr} is not a constant")
 
 
@@ -73,17 +87,18 @@ def _relax_allocations(func: relax.Function) -> tuple[int, int, int]:
                 calls.append(expr)
 
     relax.analysis.post_order_visit(func, visit)
+    upper = {str(k): int(v) for k, v in (func.attrs or {}).get("tir_var_upper_bound", {}).items()}
     storage_bytes, storages, tensor_bytes = 0, 0, 0
     for call in calls:
         if call.op.name == _ALLOC_STORAGE:
             # alloc_storage(R.shape([bytes]), virtual_device_index, storage_scope, dtype)
-            storage_bytes += _int(call.args[0].values[0])
+            storage_bytes += _int(call.args[0].values[0], upper)
             storages += 1
         else:
             # builtin.alloc_tensor(R.shape(dims), R.dtype(d), runtime_device_index, storage_scope)
             count = 1
             for dim in call.args[0].values:
-                count *= _int(dim)
+                count *= _int(dim, upper)
             tensor_bytes += count * _dtype_bytes(call.args[1].value)
     return storage_bytes, storages, tensor_bytes
 
@@ -92,7 +107,10 @@ def plan_of(planned: tvm.IRModule, flat_tir: tvm.IRModule | None) -> MemoryPlan:
     """The plan of `planned` (the module right after StaticPlanBlockMemory) and, for the workspace, the
     flattened TIR of the same build. Raises DynamicShapeError when a size is symbolic."""
     storage_bytes = storages = output_bytes = 0
+    upper: dict[str, int] = {}
     for _gvar, func in planned.functions_items():
+        if isinstance(func, relax.Function):
+            upper.update({str(k): int(v) for k, v in (func.attrs or {}).get("tir_var_upper_bound", {}).items()})
         if isinstance(func, relax.Function):
             s, n, o = _relax_allocations(func)
             storage_bytes, storages, output_bytes = storage_bytes + s, storages + n, output_bytes + o
@@ -102,7 +120,8 @@ def plan_of(planned: tvm.IRModule, flat_tir: tvm.IRModule | None) -> MemoryPlan:
 
         for scopes in calculate_allocated_bytes(flat_tir).values():
             # global/local: heap workspace or stack on a CPU. GPU shared/warp memory is on-chip, not RAM.
-            ram = sum(int(v) for scope, v in scopes.items() if str(scope).startswith(("global", "local")))
+            # A kernel of dynamic shapes names the symbols as main does: sized at their upper bounds.
+            ram = sum(_int(v, upper) for scope, v in scopes.items() if str(scope).startswith(("global", "local")))
             workspace = max(workspace, ram)
     return MemoryPlan(storage_bytes, storages, output_bytes, workspace)
 

@@ -5,6 +5,7 @@ from sparse_helpers import import_prepared, run_ort
 from onnx import TensorProto, helper, numpy_helper
 from tvm.script import ir as I
 from tvm.script import relax as R
+from tvm.script import tirx as T
 
 from tvmcompress.passes.fold_channel_affine import FoldChannelAffine
 
@@ -89,3 +90,32 @@ def test_folded_conv_batchnorm_matches_ort():
     x = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
     # float32 products reassociated ((conv + b - mean) / sd * gamma vs conv with W * gamma / sd): ~1e-6.
     np.testing.assert_allclose(run(folded, x), run_ort(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_channel_affine_with_a_symbolic_batch():
+    # Dynamic shapes (issue 21): only the channel dim must be static; the batch stays symbolic.
+    @I.ir_module
+    class Dynamic:
+        @R.function
+        def main(x: R.Tensor(("n", 2), "float32")) -> R.Tensor(("n", 2), "float32"):
+            n = T.int64()
+            with R.dataflow():
+                y: R.Tensor((n, 2), "float32") = R.matmul(x, R.const(W))
+                z: R.Tensor((n, 2), "float32") = R.add(y, R.const(B))
+                u: R.Tensor((n, 2), "float32") = R.multiply(z, R.const(S))
+                v: R.Tensor((n, 2), "float32") = R.subtract(u, R.const(1.0, "float32"))
+                R.output(v)
+            return v
+
+    @I.ir_module
+    class DynamicExpected:
+        @R.function
+        def main(x: R.Tensor(("n", 2), "float32")) -> R.Tensor(("n", 2), "float32"):
+            n = T.int64()
+            with R.dataflow():
+                y: R.Tensor((n, 2), "float32") = R.matmul(x, R.const(np.array([[2.0, 1.0], [6.0, 2.0]], np.float32)))
+                v: R.Tensor((n, 2), "float32") = R.add(y, R.const(np.array([1.0, -1.5], np.float32)))
+                R.output(v)
+            return v
+
+    tvm.ir.assert_structural_equal(FoldChannelAffine()(Dynamic), DynamicExpected)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
+from ..errors import TvmcompressError
 from .relax_helpers import const, dtype_of, shape_of
 
 R = relax.op
@@ -148,7 +150,19 @@ def _convert(op, bb, inputs, attr):
         init_h = R.permute_dims(init_h, [1, 0, 2]) if init_h is not None else None
         init_c = R.permute_dims(init_c, [1, 0, 2]) if init_c is not None else None
     x = bb.normalize(x)
-    seq_len, batch, _ = shape_of(x)
+    symbolic_seq = getattr(x.ty, "shape", None) is not None and not isinstance(x.ty.shape.values[0], tvm.tirx.IntImm)
+    if symbolic_seq:
+        # Dynamic shapes: the length is only known at run time (recurrent_loop.py loops instead of unrolling).
+        from .recurrent_loop import dynamic_form_problem
+
+        problem = dynamic_form_problem(attr, inputs) if op == "LSTM" else f"{op}"
+        if problem is not None:
+            raise TvmcompressError(f"{op} with a dynamic sequence length does not support {problem} yet: fix the "
+                                   "sequence dim with --input-shape")
+        seq_len = x.ty.shape.values[0]
+        _, batch, _ = (int(v) if i else v for i, v in enumerate(x.ty.shape.values))
+    else:
+        seq_len, batch, _ = shape_of(x)
     activations = _activations(op, attr, num_directions, dtype)
     zeros = const(np.zeros((batch, hidden)), dtype)
 
@@ -181,6 +195,15 @@ def _convert(op, bb, inputs, attr):
         h = _take(bb, init_h, d) if init_h is not None else zeros
         c = (_take(bb, init_c, d) if init_c is not None else zeros) if op == "LSTM" else None
         p_d = _take(bb, peep, d) if peep is not None else None
+        if symbolic_seq:
+            from .recurrent_loop import lstm_direction
+
+            y_d, h, c = lstm_direction(bb, proj, r_t, bb.normalize(h), bb.normalize(c), seq_len, batch, hidden,
+                                       reverse, dtype)
+            ys.append(y_d)
+            last_h.append(h)
+            last_c.append(c)
+            continue
         outputs = [None] * seq_len
         for t in (range(seq_len - 1, -1, -1) if reverse else range(seq_len)):
             xt = _take(bb, proj, t)

@@ -21,7 +21,7 @@ class Squeeze(OnnxOpConverter):
         def converted(bb, inputs, attr, params):
             expr = convert(bb, inputs, attr, params)
             if isinstance(expr, relax.Call) and expr.op == _SQUEEZE and expr.attrs.axis is not None:
-                rank = len(shape_of(expr.args[0]))
+                rank = expr.args[0].ty.ndim  # the rank alone: dims may be symbolic (dynamic shapes)
                 axes = [int(a) % rank for a in expr.attrs.axis]
                 return relax.op.squeeze(expr.args[0], axis=axes)
             return expr

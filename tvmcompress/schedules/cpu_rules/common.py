@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 
@@ -109,8 +110,11 @@ def reads_as_permutation(sch: s_tir.Schedule, block: SBlockRV, buffer: tirx.Buff
         index = next((i for i, v in enumerate(iter_vars) if v.same_as(rng.min)), None)
         if index is None or index in perm:
             return None
-        if not (isinstance(extents[index], tirx.IntImm) and isinstance(dim, tirx.IntImm)
-                and int(extents[index]) == int(dim)):
+        static = isinstance(extents[index], tirx.IntImm) and isinstance(dim, tirx.IntImm)
+        if static and int(extents[index]) != int(dim):
+            return None
+        # Dynamic shapes: a symbolic extent must be the buffer's own symbolic dim.
+        if not static and not tvm_ffi.structural_equal(extents[index], dim):
             return None
         perm.append(index)
     return tuple(perm)
@@ -146,10 +150,25 @@ def schedule_spatial_block(sch: s_tir.Schedule, block: SBlockRV, lanes: int, par
         lanes = lanes * 32 // bits
     extents = [loop_extent(sch, loop) for loop in loops]
     if None in extents:
-        outer, inner = sch.split(sch.fuse(*loops) if len(loops) > 1 else loops[0], factors=[None, lanes])
-        sch.vectorize(inner)
-        if parallel:
-            sch.parallel(outer)
+        # Dynamic shapes: no split or fuse of a symbolic extent (TVM's affine analysis fails later on the
+        # div/mod they leave, "padding factor ... not divisible"). The static loops before the first symbolic one
+        # fuse and run in parallel (or the first loop alone); the innermost (channels, static) takes whole vectors.
+        inner = loops[-1]
+        if extents[-1] is not None and extents[-1] % lanes == 0:
+            if extents[-1] > lanes:
+                inner, vec = sch.split(inner, factors=[None, lanes])
+                outer_loops = [*loops[:-1], inner]
+            else:
+                vec, outer_loops = inner, loops[:-1]
+            sch.vectorize(vec)
+        else:
+            outer_loops = loops[:-1]
+        if parallel and outer_loops:
+            static = 0
+            while static < len(outer_loops) and static < len(extents) and extents[static] is not None:
+                static += 1
+            prefix = outer_loops[:max(static, 1)]
+            sch.parallel(sch.fuse(*prefix) if len(prefix) > 1 else prefix[0])
         return
     innermost = next((e for e in reversed(extents) if e != 1), 1)
     while lanes > 1 and innermost % lanes:

@@ -17,7 +17,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from .common import blocks_before, find_annotated_block, fuse_epilogue, loop_extent, schedule_spatial_block
-from .packed_compute import CONV2D_PACKED
+from .packed_compute import CONV2D_PACKED, SYMBOLIC_ROWS
 from .rule_base import CPURule
 from .target_info import cpu_info
 from .tiling import choose_register_tile
@@ -38,7 +38,7 @@ class Conv2D(CPURule):
         wpacked = sch.get(conv).reads[1].source
         ocb = int(wpacked.shape[4])
         n, oh, ow, oc, kh, kw, ic = sch.get_loops(conv)
-        out_w = loop_extent(sch, ow)
+        out_w = loop_extent(sch, ow) or SYMBOLIC_ROWS  # a symbolic width (dynamic shapes): see packed_compute
         tile = choose_register_tile(out_w, int(wpacked.shape[0]) * ocb, info, lanes)
         # The packed weight fixed ocb; re-derive the pixel count for that width if they disagree.
         owt = tile.rows if tile.channels == ocb else choose_register_tile(out_w, ocb, info, lanes).rows

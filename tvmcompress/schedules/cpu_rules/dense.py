@@ -15,7 +15,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from .common import blocks_before, find_annotated_block, fuse_epilogue, loop_extent, schedule_spatial_block
-from .packed_compute import DENSE_PACKED
+from .packed_compute import DENSE_PACKED, SYMBOLIC_ROWS
 from .rule_base import CPURule
 from .target_info import cpu_info
 from .tiling import choose_register_tile
@@ -54,7 +54,7 @@ class Dense(CPURule):
         lanes = info.lanes(32)
         nb = int(sch.get(dense).reads[1].source.shape[-1])
         *batch, m, n, k = sch.get_loops(dense)
-        rows = loop_extent(sch, m)
+        rows = loop_extent(sch, m) or SYMBOLIC_ROWS  # a symbolic row count (dynamic shapes): see packed_compute
         mt = choose_register_tile(rows, nb, info, lanes).rows
         epilogue = fuse_epilogue(sch, dense, lanes)
         if epilogue is None:

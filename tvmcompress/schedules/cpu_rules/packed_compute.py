@@ -50,6 +50,23 @@ def _static_shape(expr: relax.Expr) -> list[int] | None:
     return dims
 
 
+def _shape_with_symbols(expr: relax.Expr, static_axes: tuple[int, ...]) -> list | None:
+    """The shape of `expr` when the dims at `static_axes` are static (ints) and the others static or symbolic
+    (dynamic shapes: a symbolic batch, height or width stays a tir expression); else None."""
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
+        return None
+    values = list(sinfo.shape.values)
+    if any(not isinstance(values[axis], tirx.IntImm) for axis in static_axes):
+        return None
+    return [int(d) if isinstance(d, tirx.IntImm) else d for d in values]
+
+
+# Dynamic shapes: the register tile of a symbolic width is chosen for a width every row count up to MAX_ROWS
+# divides, so the largest spill-free tile wins; the loop's tail iterations run under a predicate.
+SYMBOLIC_ROWS = 420
+
+
 def _is_default_or_f32(out_dtype) -> bool:
     return out_dtype is None or str(out_dtype) in ("", "void", "float32")
 
@@ -80,7 +97,7 @@ def _pad_nhwc(data: te.Tensor, pad: tuple[int, int, int, int]) -> te.Tensor:
 
 
 def _conv2d_nhwc_packed(data, wpacked, strides, padding, dilation, out_channels, ocb):
-    n, h, w, c = (int(x) for x in data.shape)
+    n, h, w, c = (int(x) if isinstance(x, tirx.IntImm) else x for x in data.shape)
     _, kh, kw, _, _ = (int(x) for x in wpacked.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
@@ -122,6 +139,9 @@ def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, winograd: bool = T
     attrs = call.attrs
     data, weight = call.args
     data_shape = _static_shape(data)
+    symbolic = data_shape is None and attrs.data_layout == "NHWC"
+    if symbolic:  # dynamic shapes: N, H, W may be symbolic; channels must be static
+        data_shape = _shape_with_symbols(data, (3,))
     fits = (
         isinstance(weight, Constant)
         and data_shape is not None
@@ -142,10 +162,13 @@ def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, winograd: bool = T
     info = cpu_info(Target.current(allow_none=False))
     lanes = info.lanes(32)
     if groups == 1:
-        tile_m = winograd and choose_winograd_tile(data_shape, w_oihw.shape, strides, dilation, padding, lanes)
+        # NOTE: Winograd's tile counts need static spatial dims: a symbolic one keeps the direct convolution.
+        spatial_static = isinstance(data_shape[1], int) and isinstance(data_shape[2], int)
+        tile_m = winograd and spatial_static and choose_winograd_tile(data_shape, w_oihw.shape, strides, dilation, padding, lanes)
         if tile_m:
             return emit_winograd_conv2d(bb, data, w_oihw, padding, tile_m, _block_width(out_c, lanes), _dense_packed)
-        out_w = (data_shape[2] + padding[1] + padding[3] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+        out_w = SYMBOLIC_ROWS if not isinstance(data_shape[2], int) else (
+            (data_shape[2] + padding[1] + padding[3] - (kw - 1) * dilation[1] - 1) // strides[1] + 1)
         ocb = choose_register_tile(out_w, out_c, info, lanes).channels
         blocks = -(-out_c // ocb)
         padded_w = np.zeros((blocks * ocb, in_c_per_group, kh, kw), "float32")
@@ -155,7 +178,7 @@ def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, winograd: bool = T
             _conv2d_nhwc_packed, data, relax.const(np.ascontiguousarray(packed)),
             strides, padding, dilation, out_c, ocb, primfunc_name_hint="conv2d_nhwc_packed",
         )
-    if groups == data_shape[3] == out_c and in_c_per_group == 1:
+    if groups == data_shape[3] == out_c and in_c_per_group == 1 and not symbolic:
         packed = np.ascontiguousarray(w_oihw[:, 0].transpose(1, 2, 0))  # [KH, KW, C]
         return bb.call_te(
             _depthwise_conv2d_nhwc, data, relax.const(packed), strides, padding, dilation,
@@ -183,6 +206,8 @@ def legalize_matmul(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     """matmul(A[..., M, K], constant B[K, N]) -> packed TE compute; anything else -> TVM's legalization."""
     lhs, rhs = call.args
     lhs_shape = _static_shape(lhs)
+    if lhs_shape is None and getattr(lhs.ty, "ndim", -1) >= 2:  # dynamic shapes: a symbolic M or batch
+        lhs_shape = _shape_with_symbols(lhs, (lhs.ty.ndim - 1,))
     fits = (
         isinstance(rhs, Constant)
         and lhs_shape is not None

@@ -140,7 +140,7 @@ def _select_chain(index: tirx.PrimExpr, branches: list[tirx.PrimExpr]) -> tirx.P
 
 def _input_transform(data: te.Tensor, m: int, padding, tiles_h: int, tiles_w: int):
     transform = TRANSFORMS[m]
-    n, h, w, c = (int(x) for x in data.shape)
+    n, h, w, c = (int(x) if isinstance(x, tirx.IntImm) else x for x in data.shape)  # n: maybe symbolic
     m, alpha = transform.m, transform.alpha
     top, left = padding[0], padding[1]
     # The padded input covers every tile, including the last tiles' overhang past the output.
@@ -211,7 +211,7 @@ def emit_winograd_conv2d(bb: relax.BlockBuilder, data: relax.Expr, weight_oihw: 
     the elementwise-product stage.
     """
     transform = TRANSFORMS[m]
-    n, h, w, _ = (int(x) for x in data.ty.shape.values)
+    n, h, w, _ = (int(x) if isinstance(x, tirx.IntImm) else x for x in data.ty.shape.values)  # n: maybe symbolic
     out_c = weight_oihw.shape[0]
     top, left, bottom, right = padding
     oh, ow = h + top + bottom - 2, w + left + right - 2
