@@ -173,6 +173,7 @@ def _compile_once(
 
     from .build import build_library  # local: imports tvm's compiler stack
     from .memory_plan import DynamicShapeError, record_memory_plan
+    from .memory_timeline import timeline_of
     from .relax_stats import constant_bytes
     from .report import write_report
 
@@ -248,6 +249,8 @@ def _compile_once(
                 "runtime_bytes": runtime_size,
             },
             "memory": memory_plan.to_json() if memory_plan is not None else None,
+            # What lives when in the activation arena, for the report's chart (memory_timeline.py).
+            "memory_timeline": timeline_of(recorder.planned) if memory_plan is not None else None,
             "hashes": {
                 "source_model": hashlib.sha256(source_bytes).hexdigest(),
                 "inputs": {
