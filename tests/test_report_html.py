@@ -134,3 +134,42 @@ def test_rebuild_command_for_a_float_build():
     report = {"model_name": "m", "target": {"preset": "aarch64"}, "sizes": {},
               "passes": [{"name": "frontend.canonicalize", "options": {"input_shapes": {"x": [1, 3]}}}]}
     assert rebuild_command(report) == "tvmcompress compile m.onnx -o OUT --target aarch64 --input-shape x=1,3"
+
+
+def test_report_command_regenerates_the_same_page(digits_artifact, capsys):
+    page = os.path.join(digits_artifact, "report.html")
+    written = open(page, encoding="utf-8").read()
+    os.remove(page)
+    assert main(["report", digits_artifact]) == 0
+    assert open(page, encoding="utf-8").read() == written
+    assert capsys.readouterr().out.strip() == f"wrote {os.path.abspath(page)}"
+
+
+def test_report_command_compares_side_by_side(digits_artifact, tmp_path, capsys):
+    manifest = json.load(open(os.path.join(digits_artifact, "manifest.json"), encoding="utf-8"))
+    before = {name: os.path.getmtime(os.path.join(digits_artifact, name)) for name in os.listdir(digits_artifact)}
+    out = tmp_path / "side.html"
+    assert main(["report", digits_artifact, "--compare", digits_artifact, "--html", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split("  ")[0]: line for line in lines}
+    assert rows["peak RAM"].count(charts.format_bytes(manifest["memory"]["peak_activation_bytes"])) == 2
+    assert rows["accuracy"].count("top1 accuracy 98.61 -> 98.33") == 2
+    assert rows["latency"].count("not measured") == 2
+    assert "<table>" in out.read_text(encoding="utf-8")
+    # Comparing never rewrites the artifacts it reads.
+    assert before == {name: os.path.getmtime(os.path.join(digits_artifact, name)) for name in os.listdir(digits_artifact)}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "{tmp}"], "is not a tvmcompress artifact (no manifest.json)"),
+    (["report", "{tmp}/missing"], "is not a directory"),
+    (["report", "{art}", "--compare", "{tmp}"], "is not a tvmcompress artifact"),
+    (["report", "{art}", "--html", "{tmp}/x.html"], "--html is for --compare"),
+    (["report", "{art}", "--compare", "{art}", "--html", "{tmp}/no/x.html"], "its directory does not exist"),
+])
+def test_report_command_errors_are_one_line_exit_2(digits_artifact, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, art=digits_artifact) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("tvmcompress: error: ")
+    assert list(tmp_path.iterdir()) == []
