@@ -182,6 +182,17 @@ class _ProgressCallback:
         self.total = total_trials
         self.trials = 0
         self.best: dict[int, float] = {}
+        self.bar = None  # progress.Progress while tuning runs (open_bar/close_bar)
+
+    def open_bar(self, tasks: int) -> None:
+        from ..progress import progress
+
+        self.tasks = tasks
+        self.bar = progress("tuning", self.total, unit="trial")
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def make(self):
         outer = self
@@ -200,7 +211,10 @@ class _ProgressCallback:
                 mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
                 self.best[task_id] = min(self.best.get(task_id, FAILED_RUN_S), mean)
         total = f"/{self.total}" if self.total else ""
-        log.info(
+        if self.bar is not None:  # the bar (terminal) or a throttled log line shows tasks, trials and the best so far
+            self.bar.update(len(runner_results), tasks=f"{len(self.best)}/{self.tasks}",
+                            best=f"{sum(self.best.values()) * 1e3:.3f} ms")
+        log.debug(
             "tuning: %d trials%s, %d tasks measured, best of task %d: %.4f ms, sum of bests %.3f ms",
             self.trials, total, len(self.best), task_id,
             self.best.get(task_id, float("nan")) * 1e3, sum(self.best.values()) * 1e3,
@@ -326,8 +340,12 @@ def tune(
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             chosen, os.path.join(work_dir, "logs"), num_threads=os.cpu_count() or 1, seed=config.seed
         )
+        from ..progress import route_metaschedule_logging
+
+        route_metaschedule_logging()  # its task tables and XGBoost lines: shown with -v only
         # A minutes budget without a trial budget sets no trial limit: the scheduler stops at the deadline.
         policy = TimeSharePolicy([costs[i] for i in sorted(selected)], deadline)
+        progress.open_bar(len(chosen))
         ms.tune.tune_tasks(
             tasks=contexts,
             task_weights=weights,
@@ -345,6 +363,7 @@ def tune(
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
             task_scheduler=_time_share_scheduler(policy, [float(w) for w in weights]),
         )
+        progress.close_bar()
 
     best = _best_records(db_dir)
     duel = [i for i in sorted(selected) if pending_keys[i] in best]
