@@ -8,7 +8,7 @@
 __version__ = "0.1.0"
 
 from .errors import TvmcompressError
-from .config import CompileOptions
+from .config import Budgets, CompileOptions, PruneConfig, QuantizeConfig, RpcTarget, TuneConfig
 from .threads import set_default_pool_size
 
 # NOTE: before anything creates TVM's thread pool, whose default size on x86 is half the logical CPUs (threads.py).
@@ -33,7 +33,12 @@ def __getattr__(name: str):
 
 __all__ = [
     "Artifact",
+    "Budgets",
     "CompileOptions",
+    "PruneConfig",
+    "QuantizeConfig",
+    "RpcTarget",
+    "TuneConfig",
     "TvmcompressError",
     "__version__",
     "compile",
