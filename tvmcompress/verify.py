@@ -319,7 +319,15 @@ def _mode(runner: str) -> str:
 # ---------------------------------------------------------------------------------------------- the check
 
 
-def verify_build(
+def verify_build(*args, **kwargs) -> dict[str, Any]:
+    """`_verify_build`, timed as the build's "verify" stage (progress.py). Same arguments, result and errors."""
+    from .progress import stage
+
+    with stage("verify against ONNX Runtime"):
+        return _verify_build(*args, **kwargs)
+
+
+def _verify_build(
     artifact,
     source: onnx.ModelProto,
     canonical: onnx.ModelProto,
