@@ -127,7 +127,7 @@ def test_charts_refuse_nan():
 
 def test_config_values_read_as_text():
     assert _human({"mode": "int8", "exclude": [], "percentile": 99.99, "smoothquant": None}) == (
-        "mode int8; exclude none; percentile 99.99; smoothquant none")
+        "exclude none; mode int8; percentile 99.99; smoothquant none")
 
 
 def test_rebuild_command_for_a_float_build():
@@ -149,12 +149,12 @@ def test_report_command_compares_side_by_side(digits_artifact, tmp_path, capsys)
     manifest = json.load(open(os.path.join(digits_artifact, "manifest.json"), encoding="utf-8"))
     before = {name: os.path.getmtime(os.path.join(digits_artifact, name)) for name in os.listdir(digits_artifact)}
     out = tmp_path / "side.html"
-    assert main(["report", digits_artifact, "--compare", digits_artifact, "--html", str(out)]) == 0
+    assert main(["report", digits_artifact, "--compare", digits_artifact, "--time", "--html", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split("  ")[0]: line for line in lines}
     assert rows["peak RAM"].count(charts.format_bytes(manifest["memory"]["peak_activation_bytes"])) == 2
     assert rows["accuracy"].count("top1 accuracy 98.61 -> 98.33") == 2
-    assert rows["latency"].count("not measured") == 2
+    assert len(re.findall(r"\d ms \(median, zeros\)", rows["latency"])) == 2
     assert "<table>" in out.read_text(encoding="utf-8")
     # Comparing never rewrites the artifacts it reads.
     assert before == {name: os.path.getmtime(os.path.join(digits_artifact, name)) for name in os.listdir(digits_artifact)}
@@ -165,6 +165,7 @@ def test_report_command_compares_side_by_side(digits_artifact, tmp_path, capsys)
     (["report", "{tmp}/missing"], "is not a directory"),
     (["report", "{art}", "--compare", "{tmp}"], "is not a tvmcompress artifact"),
     (["report", "{art}", "--html", "{tmp}/x.html"], "--html is for --compare"),
+    (["report", "{art}", "--time"], "--time is for --compare"),
     (["report", "{art}", "--compare", "{art}", "--html", "{tmp}/no/x.html"], "its directory does not exist"),
 ])
 def test_report_command_errors_are_one_line_exit_2(digits_artifact, tmp_path, capsys, argv, message):
@@ -173,3 +174,13 @@ def test_report_command_errors_are_one_line_exit_2(digits_artifact, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("tvmcompress: error: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_distillation_curve_is_read_leniently_and_never_plots_nan():
+    from tvmcompress.report_html import _distillation_curve
+
+    assert _distillation_curve({"loss_curve": [2.0, 1.0, float("nan"), 0.5]}) == [("loss", [2.0, 1.0, 0.5])]
+    assert _distillation_curve({"history": {"train": [1.0, 0.5], "val": []}}) == [("train", [1.0, 0.5])]
+    assert _distillation_curve(None) == [] and _distillation_curve({"steps": 3}) == []
+    svg = charts.line_chart([("loss", [2.0, 1.0, 0.5])], "distillation loss")
+    assert svg.count("<polyline") == 1 and "NaN" not in svg

@@ -264,6 +264,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="more artifact directories: print size, memory, latency and accuracy side by side")
     p.add_argument("--html", metavar="FILE", help="with --compare: also write the comparison as a page")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--time", action="store_true",
+                   help="with --compare: also time one call of each artifact that runs here (median of 30, zero inputs)")
 
     p = sub.add_parser("targets", parents=[common], help="list target presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -585,7 +587,7 @@ def _cmd_export(args) -> int:
 def _cmd_report(args) -> int:
     from .report_command import run
 
-    return run(args.artifact, args.compare, args.html, args.open)
+    return run(args.artifact, args.compare, args.html, args.open, args.time)
 
 
 def _cmd_targets(args) -> int:

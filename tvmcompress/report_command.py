@@ -1,4 +1,4 @@
-"""`tvmcompress report OUT [--open] [--compare OUT2 ...] [--html FILE]`: regenerate an artifact's report.json and
+"""`tvmcompress report OUT [--open] [--compare OUT2 ... [--time] [--html FILE]]`: regenerate an artifact's report.json and
 report.html from its manifest (a newer tvmcompress draws a better page from the same record), or put several
 artifacts side by side (size, memory, latency, accuracy) in the terminal and, with --html, as a page.
 
@@ -63,6 +63,27 @@ def regenerate(directory: str) -> str:
     return page
 
 
+def measure_latency(directory: str, runs: int = 30) -> float | None:
+    """Median seconds of one call of the artifact on zero inputs, or None when its target does not run natively
+    here (a qemu time says nothing about the device). One warm-up call first."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    artifact = Artifact(directory)
+    if artifact.target.get("runner") != "native":
+        return None
+    feeds = {spec.name: np.zeros(spec.shape, dtype=spec.dtype) for spec in artifact.inputs}
+    artifact.run(feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        artifact.run(feeds)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def comparison_rows(reports: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """(row name, one cell per artifact) for the side-by-side table."""
 
@@ -90,6 +111,9 @@ def comparison_rows(reports: list[dict[str, Any]]) -> list[tuple[str, list[str]]
             pruning = report.get("pruning")
             return format_count(pruning["macs_after"] if pruning else report["model"]["macs"]["total"])
         if key == "latency":
+            if "measured_latency_s" in report:  # --time
+                measured = report["measured_latency_s"]
+                return f"{measured * 1e3:.3g} ms (median, zeros)" if measured is not None else "does not run here"
             latency = _kernel_latency(report)
             return f"{latency[1] * 1e3:.3g} ms (tuned kernels)" if latency else "not measured"
         if key == "accuracy":
@@ -127,8 +151,10 @@ def comparison_html(directories: list[str], rows: list[tuple[str, list[str]]]) -
             f"<div class='wide'><table><tr><th></th>{head}</tr>{body}</table></div></body></html>\n")
 
 
-def run(directory: str, compare: list[str], html_path: str | None, open_page: bool) -> int:
+def run(directory: str, compare: list[str], html_path: str | None, open_page: bool, time_runs: bool = False) -> int:
     """The `report` command: returns the exit code; raises TvmcompressError on bad input."""
+    if time_runs and not compare:
+        raise TvmcompressError("--time is for --compare: `tvmcompress bench` times one artifact against ONNX Runtime")
     if not compare:
         if html_path is not None:
             raise TvmcompressError("--html is for --compare; the report of one artifact is its report.html")
@@ -136,7 +162,11 @@ def run(directory: str, compare: list[str], html_path: str | None, open_page: bo
         print(f"wrote {page}")
     else:
         directories = [directory, *compare]
-        rows = comparison_rows([load_report(d) for d in directories])
+        reports = [load_report(d) for d in directories]
+        if time_runs:  # one artifact after the other, each warmed up; a rough side-by-side, not `bench`
+            for report, d in zip(reports, directories):
+                report["measured_latency_s"] = measure_latency(d)
+        rows = comparison_rows(reports)
         print(format_comparison(directories, rows))
         if html_path is None and not open_page:
             return 0

@@ -60,7 +60,9 @@ def _human(value: Any) -> str:
     if isinstance(value, dict):
         if not value:
             return "none"
-        return "; ".join(f"{str(k).replace('_', ' ')} {_human(v)}" for k, v in value.items())
+        # Sorted: the page drawn at build time (from the manifest in memory) and by `tvmcompress report` (from
+        # manifest.json, written with sorted keys) must be the same.
+        return "; ".join(f"{str(k).replace('_', ' ')} {_human(v)}" for k, v in sorted(value.items()))
     if isinstance(value, (list, tuple)):
         if not value:
             return "none"
@@ -215,7 +217,7 @@ def _layer_charts(report: dict[str, Any]) -> list[str]:
     clustering = report.get("clustering")
     if clustering is not None:
         figures.append(_figure(f"Clustering: distinct values per channel ({clustering['bits']} bits)", charts.bar_chart(
-            [(name, layer["max_values_per_channel"]) for name, layer in clustering["layers"].items()],
+            [(name, layer["max_values_per_channel"]) for name, layer in sorted(clustering["layers"].items())],
             "distinct values per channel", fmt=lambda v: f"{v:.0f}")))
     decisions = (report.get("tuning") or {}).get("decisions") or []
     if decisions:
