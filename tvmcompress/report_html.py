@@ -40,6 +40,7 @@ th{font-weight:600;width:34%}
 ol.passes li{margin:.3em 0}.opt{color:var(--muted);font-size:.9em}
 pre{white-space:pre-wrap;background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px;
   font-size:.85em}
+@media (max-width:600px){svg .lbl{font-size:17px}svg .val,svg .absent{font-size:15px}svg .small{font-size:12px}}
 @media print{body{max-width:none;padding:0;font-size:11pt}figure,.card,table{break-inside:avoid}
   h2{break-after:avoid}}
 """
