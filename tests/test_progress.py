@@ -84,16 +84,27 @@ def test_native_stderr_is_a_warning_when_the_block_fails(caplog, capfd):
 
 
 @pytest.mark.parametrize("verbose, level", [(False, logging.WARNING), (True, logging.INFO)])
-def test_metaschedule_console_handler_is_replaced_by_ours(tmp_path, verbose, level):
+def test_metaschedule_console_handler_is_replaced_by_ours(tmp_path, capsys, caplog, verbose, level):
     from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
 
-    get_loggers_from_work_dir(str(tmp_path), ["task"])  # what extracted_tasks_to_tune_contexts does
+    progress.configure(progress.LOG, show_library_output=verbose)
+    progress.route_metaschedule_logging()  # as tuning.py does around extracted_tasks_to_tune_contexts
+    get_loggers_from_work_dir(str(tmp_path), ["task"])
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
     assert any(type(h) is logging.StreamHandler for h in ms_logger.handlers)
-    progress.configure(progress.LOG, show_library_output=verbose)
     progress.route_metaschedule_logging()
     assert not any(type(h) is logging.StreamHandler for h in ms_logger.handlers)
     assert ms_logger.propagate and ms_logger.level == level
+    # The task scheduler's table and XGBoost's lines log through child loggers: not on stdout, and through our
+    # handlers only with -v.
+    with caplog.at_level(logging.DEBUG, logger="tvm.s_tir"):
+        ms_logger.setLevel(level)  # caplog.at_level on the parent would override the level under test
+        logging.getLogger("tvm.s_tir.meta_schedule.task_scheduler.task_scheduler").info(" ID | Name | FLOP")
+        logging.getLogger("tvm.s_tir.meta_schedule.cost_model.xgb_model").debug("XGB iter 0")
+    out = capsys.readouterr().out
+    assert out == "" if not verbose else out.count("\n") <= 1  # with -v: its "Logging directory" line only
+    shown = [r.getMessage() for r in caplog.records if r.name.startswith("tvm.s_tir")]
+    assert shown == ([" ID | Name | FLOP"] if verbose else [])
 
 
 def quiet_compile(tmp_path, name: str) -> subprocess.CompletedProcess:

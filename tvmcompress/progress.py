@@ -191,8 +191,9 @@ def route_metaschedule_logging() -> None:
     """Send MetaSchedule's console output (its task tables, per-batch lines, XGBoost's eval lines) through our
     logging: shown as INFO with -v, dropped otherwise. Its per-task log files under the tuning work dir stay.
 
-    Call it after `extracted_tasks_to_tune_contexts`: MetaSchedule's `create_loggers` installs a stdout handler on
-    `tvm.s_tir.meta_schedule` (with propagate off) each time it runs, which this removes.
+    Call it before and after `extracted_tasks_to_tune_contexts`: MetaSchedule's `create_loggers` installs a stdout
+    handler on `tvm.s_tir.meta_schedule` (with propagate off, at the logger's level then) each time it runs, and
+    logs its "Logging directory" line through it; before, the level keeps that line off; after, the handler goes.
     """
     ms_logger = logging.getLogger(_METASCHEDULE_LOGGER)
     for handler in list(ms_logger.handlers):

@@ -337,12 +337,15 @@ def tune(
     if chosen:
         # The evolutionary search (mutation, feature extraction, cost-model prediction) runs on every core: it is
         # a large share of each batch's wall time on 2 cores.
+        from ..progress import route_metaschedule_logging
+
+        # Before: the console handler MetaSchedule is about to create takes the logger's level (its "Logging
+        # directory" line); after: that handler is replaced by ours. Its tables and XGBoost lines: -v only.
+        route_metaschedule_logging()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             chosen, os.path.join(work_dir, "logs"), num_threads=os.cpu_count() or 1, seed=config.seed
         )
-        from ..progress import route_metaschedule_logging
-
-        route_metaschedule_logging()  # its task tables and XGBoost lines: shown with -v only
+        route_metaschedule_logging()
         # A minutes budget without a trial budget sets no trial limit: the scheduler stops at the deadline.
         policy = TimeSharePolicy([costs[i] for i in sorted(selected)], deadline)
         progress.open_bar(len(chosen))
