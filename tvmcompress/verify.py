@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from .errors import TvmcompressError
+from .progress import stage
 
 log = logging.getLogger(__name__)
 
@@ -319,15 +320,8 @@ def _mode(runner: str) -> str:
 # ---------------------------------------------------------------------------------------------- the check
 
 
-def verify_build(*args, **kwargs) -> dict[str, Any]:
-    """`_verify_build`, timed as the build's "verify" stage (progress.py). Same arguments, result and errors."""
-    from .progress import stage
-
-    with stage("verify against ONNX Runtime"):
-        return _verify_build(*args, **kwargs)
-
-
-def _verify_build(
+@stage("verify against ONNX Runtime")  # timed as one of the build's stages (progress.py)
+def verify_build(
     artifact,
     source: onnx.ModelProto,
     canonical: onnx.ModelProto,
