@@ -48,6 +48,34 @@ def test_bar_mode_draws_one_line_with_status(caplog):
     assert not caplog.records
 
 
+def test_bar_on_a_fresh_pty_is_one_line_redrawn_in_place(tmp_path):
+    """A pty starts at 0x0 columns/rows, where tqdm would draw nothing: the bar still shows, on one line."""
+    import pty
+
+    script = tmp_path / "bar.py"
+    script.write_text("from tvmcompress import progress\n"
+                      "progress.configure(progress.BAR)\n"
+                      "with progress.progress('tuning', 16, unit='trial') as bar:\n"
+                      "    bar.update(8, best='0.1 ms')\n"
+                      "    bar.update(8, best='0.09 ms')\n")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO once the child has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    lines = [line for line in b"".join(chunks).decode().split("\r\n") if line.strip()]
+    assert len(lines) == 1 and lines[0].count("\r") >= 2 and "16/16" in lines[0] and "best 0.09 ms" in lines[0], lines
+
+
 def test_quiet_mode_writes_nothing(caplog, capsys):
     progress.configure(progress.QUIET)
     with caplog.at_level(logging.DEBUG):

@@ -75,6 +75,14 @@ def _status_text(status: dict[str, object]) -> str:
     return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in status.items())
 
 
+def _terminal_size(stream: IO[str]) -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        return size.columns, size.lines
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
+
+
 class Progress:
     """One long step: `update(n, **status)` after each unit of work; `close()` (or the with-block) at the end."""
 
@@ -87,8 +95,13 @@ class Progress:
         if _mode == BAR:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=description, unit=unit, file=output_stream(), dynamic_ncols=True,
-                             leave=True, mininterval=0.2)
+            stream = output_stream()
+            # A terminal that reports a 0x0 size (a fresh pty, some CI runners) gets no bar at all from tqdm, which
+            # treats it as having no room: give it a usual size then.
+            columns, lines = _terminal_size(stream)
+            self._bar = tqdm(total=total, desc=description, unit=unit, file=stream, dynamic_ncols=columns > 0,
+                             ncols=None if columns > 0 else 100, nrows=None if lines > 0 else 24, leave=True,
+                             mininterval=0.2)
 
     def update(self, n: int = 1, **status: object) -> None:
         """Count `n` more units; `status` (best so far, loss, ...) is shown after the bar or in the log line."""

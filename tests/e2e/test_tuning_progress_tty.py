@@ -43,6 +43,7 @@ def test_tuning_shows_one_progress_line(tmp_path, verbose):
             "-o", str(tmp_path / "out"), "--tune-trials", "16"]
     code, text = _run_on_a_pty(argv)
     assert code == 0, text[-3000:]
+    print(text[-4000:])  # kept in the test log: what the terminal showed
     bar_lines = [line for line in text.replace("\r\n", "\n").split("\n") if "tuning" in line and "trial" in line]
     table = "Total trials" in text or "| FLOP" in text or "Logging directory" in text
     if verbose:
@@ -50,6 +51,6 @@ def test_tuning_shows_one_progress_line(tmp_path, verbose):
     else:
         assert not table, text[-3000:]
         # The bar is redrawn in place: several states separated by \r on one terminal line.
-        assert len(bar_lines) == 1 and bar_lines[0].count("\r") >= 1, bar_lines
+        assert len(bar_lines) == 1 and bar_lines[0].count("\r") >= 1, text[-3000:]
         # Trials counted against the budget (MetaSchedule may stop a task early), with the best total so far.
         assert re.search(r" [1-9]\d*/16 ", bar_lines[0]) and "best" in bar_lines[0], bar_lines
