@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from ..errors import TvmcompressError
+from ..progress import progress
 from .host_run import host_target
 from .observers import HistogramObserver
 from .quant_rules import RULES, QuantRule, find_quantizable_layers
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ExposeObservationPoints", "observation_points", "calibrate", "collect_observers"]
 
-_PROGRESS_EVERY_S = 2.0
 
 
 def observation_points(
@@ -95,32 +95,32 @@ def run_instrumented(
     log.info("%s: compiling the instrumented module (%d observation points)", what, len(points))
     vm = relax.VirtualMachine(tvm.compile(instrumented, target), tvm.cpu())
     input_names = [param.name for param in mod["main"].params]
-    start = last_report = time.perf_counter()
+    start = time.perf_counter()
     count = 0
-    for item in calibration_data:
-        missing = [name for name in input_names if name not in item]
-        if missing:
-            raise TvmcompressError(
-                f"calibration item {count} lacks input(s) {', '.join(missing)}: each item maps every model input "
-                f"({', '.join(input_names)}) to an array"
-            )
-        args = [tvm.runtime.tensor(np.ascontiguousarray(item[name])) for name in input_names]
-        results = vm["main"](*args)
-        values = [value.numpy() for value in list(results)[1:]]
-        # The float model's own activations on the data: finite inputs can still overflow (x1e15 squared in a
-        # norm layer), and a NaN/Inf range would quantize every real activation to nothing.
-        for name, value in zip(points, values):
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
+    total = len(calibration_data) if hasattr(calibration_data, "__len__") else None
+    # A bar with ETA on a terminal, a log line every few seconds otherwise (progress.py).
+    with progress(what, total, unit="sample") as bar:
+        for item in calibration_data:
+            missing = [name for name in input_names if name not in item]
+            if missing:
                 raise TvmcompressError(
-                    f"{what} sample {count}: the float model's activation '{name}' is not finite (NaN/Inf) on it: "
-                    "the data is out of the range the model works in; check its scale"
+                    f"calibration item {count} lacks input(s) {', '.join(missing)}: each item maps every model input "
+                    f"({', '.join(input_names)}) to an array"
                 )
-        yield values
-        count += 1
-        now = time.perf_counter()
-        if now - last_report >= _PROGRESS_EVERY_S:
-            log.info("%s: %d samples (%.1f/s)", what, count, count / (now - start))
-            last_report = now
+            args = [tvm.runtime.tensor(np.ascontiguousarray(item[name])) for name in input_names]
+            results = vm["main"](*args)
+            values = [value.numpy() for value in list(results)[1:]]
+            # The float model's own activations on the data: finite inputs can still overflow (x1e15 squared in a
+            # norm layer), and a NaN/Inf range would quantize every real activation to nothing.
+            for name, value in zip(points, values):
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise TvmcompressError(
+                        f"{what} sample {count}: the float model's activation '{name}' is not finite (NaN/Inf) on it: "
+                        "the data is out of the range the model works in; check its scale"
+                    )
+            yield values
+            count += 1
+            bar.update(1)
     if count == 0:
         raise TvmcompressError("calibration data is empty: give at least one sample (about 100 is typical)")
     log.info("%s: %d samples done in %.1f s", what, count, time.perf_counter() - start)

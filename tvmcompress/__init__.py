@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .config import Budgets, CompileOptions, RpcTarget, TuneConfig
 from .errors import TvmcompressError
+from .passes.distill_config import DistillConfig
 from .passes.prune_config import PruneConfig
 from .passes.quantize_config import QuantizeConfig
 from .threads import set_default_pool_size
@@ -37,6 +38,7 @@ __all__ = [
     "Artifact",
     "Budgets",
     "CompileOptions",
+    "DistillConfig",
     "PruneConfig",
     "QuantizeConfig",
     "RpcTarget",

@@ -47,12 +47,58 @@ ModelSource = str | os.PathLike | onnx.ModelProto | bytes
 
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
-    """Read and check an ONNX model from a path, bytes or a ModelProto."""
+    """Read and check an ONNX model.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or onnx.ModelProto
+        A path to an ``.onnx`` file, its serialized bytes, or a model already in memory.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model, checked by ONNX's checker (external data loaded from beside the file).
+
+    Raises
+    ------
+    TvmcompressError
+        The file is missing or unreadable, or it is not a valid ONNX model.
+
+    Examples
+    --------
+    >>> model = tvmcompress.load_model("examples/digits_cnn.onnx")
+    >>> [i.name for i in model.graph.input]
+    ['input']
+    """
     return frontend.load_model(source)
 
 
 def load(directory: str | os.PathLike) -> Artifact:
-    """Open a compiled artifact directory."""
+    """Open a compiled artifact directory for running or exporting.
+
+    The manifest's structure and the SHA-256 of ``model.so``, ``weights.bin`` and ``relax_module.json`` are checked
+    before anything is loaded.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The ``output`` of :func:`compile` (``-o`` of ``tvmcompress compile``).
+
+    Returns
+    -------
+    Artifact
+        ``.run({input name: array})`` returns ``{output name: array}``; ``.manifest`` is the build record.
+
+    Raises
+    ------
+    TvmcompressError
+        Not an artifact, a damaged or modified file, or an artifact of another schema version.
+
+    Examples
+    --------
+    >>> artifact = tvmcompress.load("out/")
+    >>> outputs = artifact.run({"input": np.zeros((1, 1, 8, 8), "float32")})
+    """
     return Artifact(os.fspath(directory))
 
 
@@ -75,15 +121,54 @@ def compile(  # noqa: A001 - the verb users expect; shadows the builtin only ins
     budgets: Budgets | None = None,
     example_inputs: tuple | None = None,
 ) -> Artifact:
-    """Compile an ONNX model into an artifact directory at `output` for `target` (a preset name or TVM JSON).
+    """Compile an ONNX model into an artifact directory: ``model.so``, ``manifest.json``, ``report.html``.
 
-    model may also be a PyTorch model (tvmcompress/torch_import.py; needs the `torch` extra): an nn.Module with
-    `example_inputs` (a tuple of tensors of the shapes to compile for), a torch.export.ExportedProgram, or the
-    path of a .pt2 file saved with torch.export.save. It is verified against its own outputs.
+    The build is written beside ``output`` and renamed into place at the end: after a failure nothing is at
+    ``output``, and an existing directory is only replaced when tvmcompress wrote it.
 
-    cache_dir: reuse (and fill) a content-hash cache of artifacts there (tvmcompress/cache.py;
-    `tvmcompress.cache.default_cache_dir()` is the XDG default); `artifact.cache_hit` says whether it was used.
-    budgets: fail with a TvmcompressError, leaving nothing at `output`, when the build exceeds them.
+    Parameters
+    ----------
+    model : str, os.PathLike, bytes, onnx.ModelProto, or a PyTorch model
+        The ONNX model: a path, its serialized bytes, or a model in memory. Or a PyTorch model (needs the
+        ``torch`` extra; tvmcompress/torch_import.py): an ``nn.Module`` with ``example_inputs``, a
+        ``torch.export.ExportedProgram``, or the path of a ``.pt2`` saved with ``torch.export.save``; it is
+        verified against its own outputs.
+    target : str
+        A preset name (``"host"``, ``"aarch64"``, ``"cortex-m7"``, ...; see :func:`list_targets`) or a TVM target
+        as JSON. Default ``"host"``, this machine.
+    output : str or os.PathLike
+        The artifact directory to write (keyword only).
+    options : CompileOptions, optional
+        Shapes, quantization, pruning, tuning, weight compression and verification settings; build one with
+        ``CompileOptions.create(...)``. Default: a float32 build with default schedules, verified against ONNX
+        Runtime.
+    cache_dir : str or os.PathLike, optional
+        Reuse (and fill) a content-hash cache of artifacts there (``tvmcompress.cache.default_cache_dir()`` is the
+        XDG default); ``artifact.cache_hit`` says whether it was used.
+    budgets : Budgets, optional
+        RAM and flash limits (``Budgets(max_ram_bytes=..., max_flash_bytes=...)``): a build over them fails and
+        leaves nothing at ``output``.
+    example_inputs : tuple, optional
+        For an ``nn.Module``: tensors of the shapes to compile for.
+
+    Returns
+    -------
+    Artifact
+        The artifact just written (or taken from the cache).
+
+    Raises
+    ------
+    TvmcompressError
+        Bad input (unreadable model, unknown target, inconsistent options, calibration data that does not fit the
+        model), a build over ``budgets``, or a build that fails verification (wrong outputs, SQNR below
+        ``options.min_sqnr``). The message says what to change.
+
+    Examples
+    --------
+    >>> options = tvmcompress.CompileOptions.create(input_shapes={"x": (1, 3, 224, 224)})
+    >>> artifact = tvmcompress.compile("model.onnx", "aarch64", output="out/", options=options)
+    >>> artifact.manifest["sizes"]["library_bytes"] > 0
+    True
     """
     options = options or CompileOptions()
     output = os.fspath(output)
@@ -190,6 +275,7 @@ def _compile_once(
 
     from .build import build_library  # local: imports tvm's compiler stack
     from .memory_plan import DynamicShapeError, record_memory_plan
+    from .memory_timeline import timeline_of
     from .report import write_report
 
     with ArtifactWriter(output, read_paths) as writer:
@@ -220,6 +306,8 @@ def _compile_once(
             manifest["inputs"] = dynamic.input_entries(inputs, io_entry)
             manifest["outputs"] = dynamic.output_entries(outputs, io_entry, mod)
             manifest["dynamic_dims"] = dynamic.manifest_dims()
+        # What lives when in the activation arena, for the report's chart (memory_timeline.py).
+        manifest["memory_timeline"] = timeline_of(recorder.planned) if memory_plan is not None else None
         # Inside the writer: a build over budget leaves nothing at OUT.
         check_budgets(budgets, manifest)
         write_json(writer.path(MANIFEST_NAME), manifest)
@@ -282,7 +370,33 @@ def frontend_stats(model: onnx.ModelProto) -> dict[str, Any]:
 
 
 def inspect(model: ModelSource, input_shapes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Op histogram, inputs/outputs, parameters, MACs per layer type and unsupported ops of an ONNX model."""
+    """Describe an ONNX model without compiling it.
+
+    Parameters
+    ----------
+    model : str, os.PathLike, bytes or onnx.ModelProto
+        The ONNX model.
+    input_shapes : dict, optional
+        ``{input name: shape}`` fixing dynamic dims first, so that MACs can be counted; a model whose shapes cannot
+        be fixed is described as loaded.
+
+    Returns
+    -------
+    dict
+        ``op_histogram``, ``inputs``/``outputs`` (name, shape, dtype), ``parameters`` (count, bytes), ``macs``
+        (total, per layer, per layer type), ``unsupported_ops``, ``opsets``.
+
+    Raises
+    ------
+    TvmcompressError
+        The model cannot be read.
+
+    Examples
+    --------
+    >>> stats = tvmcompress.inspect("examples/digits_cnn.onnx")
+    >>> stats["macs"]["total"]
+    84224
+    """
     source_model = frontend.load_model(model)
     try:
         canonical = frontend.canonicalize(source_model, input_shapes or {})
@@ -293,7 +407,20 @@ def inspect(model: ModelSource, input_shapes: dict[str, Any] | None = None) -> d
 
 
 def list_targets() -> list[dict[str, Any]]:
-    """Compile targets (`compile --target`), then microcontroller boards (`export --aot --board`)."""
+    """The targets :func:`compile` accepts by name, then the microcontroller boards of ``export --aot --board``.
+
+    Returns
+    -------
+    list of dict
+        One per preset: ``name``, ``description``, ``tvm_target`` (the TVM target as a dict), ``compiler`` and its
+        ``debian_package``, ``runner`` (how artifacts for it run on this machine: native, qemu or none),
+        ``features`` and ``kind`` (``compile`` or ``board``).
+
+    Examples
+    --------
+    >>> [t["name"] for t in tvmcompress.list_targets()][:2]
+    ['host', 'x86-64']
+    """
     from .targets.mcu_boards import BOARDS
 
     def features(target: dict[str, Any]) -> list[str]:

@@ -41,7 +41,24 @@ log = logging.getLogger(__name__)
 
 
 class Artifact:
-    """A compiled model directory. `run` executes it the way its target allows on this machine."""
+    """A compiled model directory. `run` executes it the way its target allows on this machine.
+
+    Parameters
+    ----------
+    directory : str
+        The artifact directory (``output`` of :func:`tvmcompress.compile`).
+
+    Raises
+    ------
+    TvmcompressError
+        Not an artifact, or a damaged one (checked before anything is loaded).
+
+    Examples
+    --------
+    >>> artifact = tvmcompress.Artifact("out/")
+    >>> artifact.manifest["target"]["preset"]
+    'host'
+    """
 
     def __init__(self, directory: str):
         self.directory = os.path.abspath(directory)
@@ -104,7 +121,30 @@ class Artifact:
         return os.path.join(self.directory, LIBRARY_NAME)
 
     def export(self, bundle: str | os.PathLike, static: bool = False, name: str | None = None):
-        """Write a deploy bundle (C API, TVM runtime, CMake project) for this artifact; see tvmcompress/deploy.py."""
+        """Write a deploy bundle (C API, TVM runtime, CMake project) for this artifact.
+
+        Parameters
+        ----------
+        bundle : str or os.PathLike
+            The bundle directory to write (replaced atomically; only a bundle tvmcompress wrote is replaced).
+        static : bool
+            Link the model into ``lib<name>.a`` instead of shipping ``model.so``.
+        name : str, optional
+            The C name of the model's API (``<name>_create``, ...); default: the model file's name.
+
+        Returns
+        -------
+        The bundle description (files and sizes); see tvmcompress/deploy.py.
+
+        Raises
+        ------
+        TvmcompressError
+            An unusable name or bundle path, or no runtime for the target.
+
+        Examples
+        --------
+        >>> tvmcompress.load("out/").export("bundle/", static=True)
+        """
         from .deploy import export_bundle
 
         return export_bundle(self, bundle, static=static, name=name)
@@ -114,7 +154,28 @@ class Artifact:
         return self.manifest["target"]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one model call: {input name: array of the model's shape} -> {output name: array}."""
+        """Run one model call.
+
+        Parameters
+        ----------
+        inputs : dict of str to numpy.ndarray
+            One array per model input, of the model's shape and dtype.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            One array per model output.
+
+        Raises
+        ------
+        TvmcompressError
+            Missing, extra or mis-shaped inputs, or a target that does not run on this machine.
+
+        Examples
+        --------
+        >>> tvmcompress.load("out/").run({"input": np.zeros((1, 1, 8, 8), "float32")})["logits"].shape
+        (1, 10)
+        """
         import numpy as np
 
         from .data import validate_call

@@ -15,6 +15,7 @@ from tvm import relax
 
 from .config import TuneConfig
 from .errors import TvmcompressError
+from .progress import stage
 from .targets.presets import TargetPreset
 from .targets.toolchain import make_fcompile
 
@@ -127,16 +128,19 @@ def build_library(
     start = time.perf_counter()
     tuned, summary = (None, None)
     if tune is not None:
-        tuned, summary = tune_module(mod, preset, tune, tuning_dir, winograd)
+        with stage("tune"):
+            tuned, summary = tune_module(mod, preset, tune, tuning_dir, winograd)
     lift = None
     if separate_weights:
         from .lift_weights import LiftWeights
 
         lift = LiftWeights()
     measure = MeasureConstants()
-    executable, pipeline_name = compile_module(mod, preset, tuned, lift, winograd, measure)
+    with stage("compile kernels"):
+        executable, pipeline_name = compile_module(mod, preset, tuned, lift, winograd, measure)
     log.info("linking %s", path)
-    export_library(executable, preset, path)
+    with stage("link"):
+        export_library(executable, preset, path)
     return BuildResult(
         path, time.perf_counter() - start, pipeline_name, summary.to_json() if summary else None,
         lift.lifted if lift is not None else None, measure.bytes,

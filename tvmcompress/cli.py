@@ -111,8 +111,8 @@ def _build_parser() -> argparse.ArgumentParser:
     # otherwise reset a flag given before the subcommand). They are declared here for --help only.
     common = _ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (the default when stderr is not a terminal)")
-    common.add_argument("-v", "--verbose", action="store_true", help="progress logs even when stderr is not a terminal")
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors: no progress, no warnings")
+    common.add_argument("-v", "--verbose", action="store_true", help="progress logs even when stderr is not a terminal, and TVM's and MetaSchedule's own output")
     parser = _ArgumentParser(
         prog="tvmcompress", description="Compile, compress and run ONNX models with TVM.", parents=[common]
     )
@@ -303,6 +303,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", metavar="FILE.npz",
                    help="inputs + 'label': print each member's and the ensemble's top-1 accuracy (ONNX Runtime)")
     p.add_argument("--json", action="store_true", help="print what was merged (and accuracies) as JSON")
+
+    p = sub.add_parser("report", parents=[common],
+                       help="regenerate an artifact's report.html, or compare artifacts side by side")
+    p.add_argument("artifact", help="artifact directory from `tvmcompress compile`")
+    p.add_argument("--compare", nargs="+", default=[], metavar="OUT2",
+                   help="more artifact directories: print size, memory, latency and accuracy side by side")
+    p.add_argument("--html", metavar="FILE", help="with --compare: also write the comparison as a page")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--time", action="store_true",
+                   help="with --compare: also time one call of each artifact that runs here (median of 30, zero inputs)")
 
     p = sub.add_parser("targets", parents=[common], help="list target presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -784,6 +794,12 @@ def _export_aot(args) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args) -> int:
+    from .report_command import run
+
+    return run(args.artifact, args.compare, args.html, args.open, args.time)
+
+
 def _cmd_targets(args) -> int:
     from . import api
 
@@ -810,6 +826,7 @@ _COMMANDS = {
     "export": _cmd_export,
     "targets": _cmd_targets,
     "merge": _cmd_merge,
+    "report": _cmd_report,
     "cache": _cmd_cache,
     "analyze": _cmd_analyze,
     "debug": _cmd_debug,
@@ -817,20 +834,49 @@ _COMMANDS = {
 }
 
 
+# Commands that run TVM's compiler or MetaSchedule, whose C++ warnings on fd 2 go through our logging (progress.py).
+_CAPTURES_NATIVE_OUTPUT = ("compile", "debug", "bench")
+
+
+def _configure_output(level: int, quiet: bool, explicit_verbose: bool):
+    """Set up logging and progress (progress.py) for one CLI run; returns the stream our output goes to when this
+    call installed it (a copy of fd 2, so fd 2 itself can be captured), else None (logging was already set up, as
+    in tests that call main() in-process: then nothing is redirected)."""
+    from . import progress
+
+    mode = progress.QUIET if quiet else progress.BAR if sys.stderr.isatty() else progress.LOG
+    if logging.getLogger().handlers:
+        progress.configure(mode, show_library_output=explicit_verbose)
+        return None
+    try:
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
+    except (AttributeError, OSError, ValueError):  # no real fd 2 (an embedding host): log to sys.stderr as is
+        stream = None
+    handler = progress.TqdmHandler(stream or sys.stderr) if mode == progress.BAR else logging.StreamHandler(stream or sys.stderr)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
+    progress.configure(mode, show_library_output=explicit_verbose, stream=stream)
+    return stream
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     quiet = "-q" in argv or "--quiet" in argv
-    # Progress logs are for a person at a terminal: a build system capturing stderr gets warnings and the one
-    # error line only, unless it asks for progress with -v.
-    verbose = "-v" in argv or "--verbose" in argv or (sys.stderr.isatty() and not quiet)
+    # A person at a terminal gets progress bars (progress.py), a build system capturing stderr gets warnings and
+    # the one error line; -v adds the INFO logs and TVM's own output, -q leaves errors only.
+    verbose = "-v" in argv or "--verbose" in argv
     argv = [a for a in argv if a not in _GLOBAL_FLAGS]
     received: list[int] = []
     previous_handlers = _install_signal_handlers(received)
     try:
         args = _build_parser().parse_args(argv)
-        level = logging.DEBUG if debug else logging.INFO if verbose and not quiet else logging.WARNING
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+        stream = _configure_output(level, quiet, explicit_verbose=verbose or debug)
+        if stream is not None and args.command in _CAPTURES_NATIVE_OUTPUT:
+            from .progress import native_stderr_to_log
+
+            with native_stderr_to_log():
+                return _COMMANDS[args.command](args)
         return _COMMANDS[args.command](args)
     except TvmcompressError as err:
         if received:  # whatever failed on the way out of an interrupt, the interrupt is the cause

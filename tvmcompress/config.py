@@ -302,8 +302,68 @@ class CompileOptions:
         train_data: str | None = None,
         dims: Mapping[str, tuple[int, int]] | None = None,
     ) -> "CompileOptions":
-        """The options as a caller states them: data paths made absolute, numbers made floats,
-        --compress-weights implying --separate-weights; validated by __post_init__."""
+        """Build validated options from plain Python values (the CLI's flags map one to one): data paths made
+        absolute, numbers made floats, ``compress_weights`` implying ``separate_weights``; validated by
+        ``__post_init__``.
+
+        Parameters
+        ----------
+        input_shapes : dict, optional
+            ``{input name: shape}`` fixing dynamic dims (``--input-shape x=1,3,224,224``).
+        const_inputs : dict, optional
+            ``{input name: value}`` specializing inputs to constants (``--const-input``).
+        cores : int, optional
+            Device core count for parallel schedules (default: the preset's).
+        tune : TuneConfig, optional
+            MetaSchedule tuning budget and database; None keeps our default schedules.
+        quantize : QuantizeConfig, optional
+            ``QuantizeConfig(mode="int8")``, ``"fp16"``, ``"int8-weight"``, ...; None keeps float32.
+        calibration : str, optional
+            ``.npz`` of representative inputs, needed by static int8 and by activation-based pruning.
+        prune : PruneConfig, optional
+            Structured or unstructured pruning (``--prune channel:0.5``).
+        separate_weights : bool
+            Weights in ``weights.bin`` beside ``model.so`` instead of inside it.
+        cluster_bits : int, optional
+            k-means weight sharing with 2**B values per layer (1 to 8).
+        compress_weights : bool
+            Entropy-coded ``weights.bin`` (implies separate weights).
+        sparse_min_speedup : float
+            Use a block-sparse kernel only when measured this much faster than dense.
+        eval_data : str, optional
+            ``.npz`` of evaluation inputs (+ ``label``) for the accuracy report and budgets.
+        accuracy_budget : float, optional
+            int8 may lose at most this many metric points; sensitive layers return to float.
+        prune_budget : float, optional
+            Pruning may lose at most this many metric points; per-group ratios follow sensitivity.
+        winograd : bool
+            Winograd convolutions for 3x3 stride-1 CPU convolutions.
+        allow_nonfinite_weights : bool
+            Accept NaN/Inf weights instead of refusing the model.
+        verify : bool
+            Run the build against ONNX Runtime (False: ``--no-verify``).
+        min_sqnr : float, optional
+            The worst output SQNR (dB) a compressed build may have (default 10 dB).
+        distill : DistillConfig, optional
+            Fine-tune the compressed model against the float one (``--distill``; passes/distill.py).
+        train_data : str, optional
+            ``.npz`` of inputs (+ optional ``label``) that distillation trains on (default: ``calibration``).
+        dims : dict, optional
+            ``{symbol: (min, max)}`` for the symbolic dims that ``input_shapes`` names (``--dim N=1..8``).
+
+        Returns
+        -------
+        CompileOptions
+
+        Raises
+        ------
+        TvmcompressError
+            Inconsistent or out-of-range options, worded with the field names (the CLI names its flags).
+
+        Examples
+        --------
+        >>> options = CompileOptions.create(quantize=QuantizeConfig(mode="int8"), calibration="calib.npz")
+        """
         if min_sqnr is not None and not verify:
             raise OptionError("{min_sqnr} is checked by the verification that {verify=False|no_verify} skips: drop one")
         return cls(

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from .errors import TvmcompressError
+from .progress import stage
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,7 @@ def _mode(runner: str) -> str:
 # ---------------------------------------------------------------------------------------------- the check
 
 
+@stage("verify against ONNX Runtime")  # timed as one of the build's stages (progress.py)
 def verify_build(
     artifact,
     source: onnx.ModelProto,

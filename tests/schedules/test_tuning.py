@@ -167,22 +167,6 @@ def test_progress_is_one_line_rewritten_in_place():
     assert "tuning: 3/64 trials, 2 tasks measured, sum of best task latencies 5.000 ms" in text
 
 
-def test_metaschedule_console_is_quiet_unless_debugging():
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    ours = logging.getLogger("tvmcompress.schedules.tuning")
-    before, ours_before = ms_logger.level, ours.level
-    try:
-        ours.setLevel(logging.INFO)
-        with tuning._metaschedule_console_quiet():
-            assert ms_logger.level == logging.WARNING
-        assert ms_logger.level == before
-        ours.setLevel(logging.DEBUG)
-        with tuning._metaschedule_console_quiet():
-            assert ms_logger.level == before
-    finally:
-        ours.setLevel(ours_before)
-
-
 def test_tune_config_validation():
     from tvmcompress import TvmcompressError
     from tvmcompress.config import RpcTarget

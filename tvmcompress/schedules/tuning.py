@@ -13,7 +13,6 @@ records and decisions measures nothing and is deterministic.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -177,25 +176,6 @@ def _measure(
     return seconds
 
 
-@contextlib.contextmanager
-def _metaschedule_console_quiet():
-    """Keep MetaSchedule's task tables and the XGBoost cost model's iteration logs off the console.
-
-    MetaSchedule gives its logger a console handler whose level is the logger's level at the time (DEBUG when
-    unset), so every batch prints a table of all tasks. Setting that logger to WARNING first keeps the console to
-    warnings; its log files under work_dir/logs still get everything. With --debug (our logger at DEBUG) the
-    tables are shown as before.
-    """
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    previous = ms_logger.level
-    if not log.isEnabledFor(logging.DEBUG):
-        ms_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        ms_logger.setLevel(previous)
-
-
 class _ProgressCallback:
     """One progress line: trials, tasks measured, the sum of the best latencies, time left.
 
@@ -209,6 +189,16 @@ class _ProgressCallback:
         self.best: dict[int, float] = {}
         self.stream = stream if stream is not None else sys.stderr
         self.live = bool(getattr(self.stream, "isatty", lambda: False)()) and log.isEnabledFor(logging.INFO)
+        self.bar = None  # progress.Progress while tune() runs (open_bar/finish)
+        self.tasks = 0
+
+    def open_bar(self, tasks: int) -> None:
+        """From here on the bar (tvmcompress/progress.py: tqdm on a terminal, throttled log lines otherwise)
+        shows tasks, trials and the best so far, instead of the plain line."""
+        from ..progress import progress
+
+        self.tasks = tasks
+        self.bar = progress("tuning", self.total, unit="trial")
 
     def make(self):
         outer = self
@@ -227,7 +217,11 @@ class _ProgressCallback:
                 mean = sum(float(s) for s in result.run_secs) / len(result.run_secs)
                 self.best[task_id] = min(self.best.get(task_id, FAILED_RUN_S), mean)
         line = self.line()
-        if self.live:
+        if self.bar is not None:
+            self.bar.update(len(runner_results), tasks=f"{len(self.best)}/{self.tasks}",
+                            best=f"{sum(self.best.values()) * 1e3:.3f} ms")
+            log.debug("%s", line)
+        elif self.live:
             self.stream.write("\r" + line.ljust(100))
             self.stream.flush()
         else:
@@ -242,6 +236,11 @@ class _ProgressCallback:
                 f"sum of best task latencies {sum(self.best.values()) * 1e3:.3f} ms{left}")
 
     def finish(self) -> None:
+        if self.bar is not None:  # the bar's last state is the summary
+            self.bar.close()
+            self.bar = None
+            log.debug("%s", self.line())
+            return
         if self.live:
             self.stream.write("\n")
             self.stream.flush()
@@ -371,29 +370,35 @@ def tune(
     if chosen:
         # The evolutionary search (mutation, feature extraction, cost-model prediction) runs on every core: it is
         # a large share of each batch's wall time on 2 cores.
+        from ..progress import route_metaschedule_logging
+
+        # Before: the console handler MetaSchedule is about to create takes the logger's level (its "Logging
+        # directory" line); after: that handler is replaced by ours. Its tables and XGBoost lines: -v only.
+        route_metaschedule_logging()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             chosen, os.path.join(work_dir, "logs"), num_threads=os.cpu_count() or 1, seed=config.seed
         )
+        route_metaschedule_logging()
         # A minutes budget without a trial budget sets no trial limit: the scheduler stops at the deadline.
         policy = TimeSharePolicy([costs[i] for i in sorted(selected)], deadline)
-        with _metaschedule_console_quiet():
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=work_dir,
-                max_trials_global=config.trials if config.trials else _UNLIMITED_TRIALS,
-                max_trials_per_task=None,
-                num_trials_per_iter=config.trials_per_round,
-                builder=builder,
-                runner=runner,
-                database=database,
-                cost_model=ms.cost_model.XGBModel(
-                    extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
-                    num_tuning_cores=os.cpu_count() or 1,
-                ),
-                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
-                task_scheduler=_time_share_scheduler(policy, [float(w) for w in weights]),
-            )
+        progress.open_bar(len(chosen))
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=work_dir,
+            max_trials_global=config.trials if config.trials else _UNLIMITED_TRIALS,
+            max_trials_per_task=None,
+            num_trials_per_iter=config.trials_per_round,
+            builder=builder,
+            runner=runner,
+            database=database,
+            cost_model=ms.cost_model.XGBModel(
+                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
+                num_tuning_cores=os.cpu_count() or 1,
+            ),
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress.make()],
+            task_scheduler=_time_share_scheduler(policy, [float(w) for w in weights]),
+        )
         progress.finish()
 
     best = _best_records(db_dir)
