@@ -274,6 +274,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", metavar="NAME",
                    help="with --aot: build for a microcontroller (cortex-m4, cortex-m7, cortex-m55) instead of the "
                         "artifact's target, with a bare-metal firmware/ that runs under qemu-system-arm")
+    p.add_argument("--keep-checks", action="store_true",
+                   help="with --aot: keep the kernels' run-time assertions (argument and index checks; larger code)")
     p.add_argument("--max-ram", metavar="BYTES", help="with --aot: fail (exit 2) if the arena exceeds this (e.g. 32K)")
     p.add_argument("--max-flash", metavar="BYTES",
                    help="with --aot: fail (exit 2) if code + weights exceed this (e.g. 64K)")
@@ -750,7 +752,7 @@ def _cmd_cache(args) -> int:
 def _cmd_export(args) -> int:
     from . import api
 
-    if args.aot or args.max_ram or args.max_flash or args.board:
+    if args.aot or args.max_ram or args.max_flash or args.board or args.keep_checks:
         return _export_aot(args)
     summary = api.load(args.artifact).export(args.output, static=args.static, name=args.name)
     if args.json:
@@ -777,7 +779,7 @@ def _export_aot(args) -> int:
     from .config import Budgets, parse_bytes
 
     if not args.aot:
-        raise TvmcompressError("--board / --max-ram / --max-flash on export apply to --aot bundles: add --aot")
+        raise TvmcompressError("--board / --keep-checks / --max-ram / --max-flash on export apply to --aot bundles: add --aot")
     if args.static:
         raise TvmcompressError("--aot bundles are always static: drop --static")
     budgets = Budgets(
@@ -789,7 +791,8 @@ def _export_aot(args) -> int:
         from .targets.mcu_boards import resolve_board
 
         board = resolve_board(args.board)
-    summary = export_aot_bundle(api.load(args.artifact), args.output, name=args.name, budgets=budgets, board=board)
+    summary = export_aot_bundle(api.load(args.artifact), args.output, name=args.name, budgets=budgets, board=board,
+                                checks=args.keep_checks)
     print(json.dumps(summary.to_json(), indent=2, sort_keys=True) if args.json else summary_line(summary))
     return EXIT_OK
 

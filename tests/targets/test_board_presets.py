@@ -49,3 +49,27 @@ def test_microcontroller_boards_resolve_by_name_or_machine():
 def test_microcontroller_boards_are_not_compile_targets():
     with pytest.raises(TvmcompressError, match="'cortex-m4' is a microcontroller board.*--aot --board cortex-m4"):
         presets.resolve_preset("cortex-m4")
+
+
+@pytest.mark.slow
+@pytest.mark.cross
+@pytest.mark.parametrize("name", ["rpi3", "rpi4", "rpi5", "imx8m", "jetson-orin-cpu"])
+def test_board_preset_builds_and_verifies_the_zoo_cnn_under_qemu(name, tmp_path):
+    """Each board preset compiles a zoo CNN, and compile's own verification runs it under qemu-aarch64 against
+    ONNX Runtime (its tolerance: 1e-5 + 1e-3 x max|ort|)."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent.parent))
+    import zoo
+    from tvmcompress import compile as tvmc_compile
+    from tvmcompress.targets.runtime_cache import FOREIGN_ARCHES, missing_tool
+
+    reason = missing_tool(FOREIGN_ARCHES["aarch64"])
+    if reason is not None:
+        pytest.skip(reason)
+    (tmp_path / "cnn.onnx").write_bytes(zoo.cnn().SerializeToString())
+    artifact = tvmc_compile(tmp_path / "cnn.onnx", name, output=tmp_path / "out")
+    verification = artifact.manifest["verification"]
+    assert verification["runner"] == "qemu-aarch64" and verification["mode"] == "qemu"
+    assert all(output["top1_agreement"] == 1.0 for output in verification["outputs"])
+    assert artifact.manifest["target"]["json"]["mcpu"] == presets.resolve_preset(name).tvm_target["mcpu"]

@@ -93,9 +93,14 @@ class AotBundleSummary:
         return dataclasses.asdict(self)
 
 
-def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool = True):
+def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool = True, checks: bool = False):
     """(VM-ready Relax module, compiled TIR kernels as a runtime module, memory plan) of the artifact.
-    `use_tuning`: apply the artifact's tuning records (measured on its own target, so not for a board)."""
+    `use_tuning`: apply the artifact's tuning records (measured on its own target, so not for a board).
+    `checks`: keep the kernels' run-time assertions. Off by default: most of them check the packed-call
+    arguments (count, type, ndim, dtype, shape, device of every tensor), which our generated tables pass by
+    construction, and they are three quarters of a Cortex-M build's kernel code (digits int8: 34.7 KB with,
+    7.3 KB without). Off also drops the data-dependent index checks (gather/scatter bounds) of models that
+    have them: keep them with `export --aot --keep-checks`."""
     import tvm
 
     from ..build import relax_pipeline_for
@@ -111,7 +116,11 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool
 
         tuned = winning_database(os.path.join(artifact.directory, "tuning"), target)
     pipeline, _ = relax_pipeline_for(target, tuned, _built_with_winograd(artifact.manifest))
-    with record_memory_plan() as recorder:
+    current = tvm.transform.PassContext.current()
+    config = {**dict(current.config), "tirx.disable_assert": not checks}
+    with tvm.transform.PassContext(opt_level=current.opt_level, required_pass=list(current.required_pass),
+                                   disabled_pass=list(current.disabled_pass), instruments=list(current.instruments),
+                                   config=config), record_memory_plan() as recorder:
         lowered = pipeline(mod)
         # Only the kernels main calls: lowering leaves some unused (a transpose that became a VM reshape).
         called = _called_kernels(lowered["main"])
@@ -138,13 +147,14 @@ def _called_kernels(main) -> set[str]:
 
 def export_aot_bundle(
     artifact: "Artifact", bundle: str | os.PathLike, name: str | None = None, budgets: "Budgets | None" = None,
-    board: "McuBoard | None" = None,
+    board: "McuBoard | None" = None, checks: bool = False,
 ) -> AotBundleSummary:
     """Write the AOT bundle of `artifact` to `bundle` (replaced atomically; nothing is left on failure).
     `budgets`: RAM is checked against the arena (the stack is only known when the program runs), flash
     against Footprint.flash_bytes; over budget raises TvmcompressError and writes nothing.
     `board`: a microcontroller (targets/mcu_boards.py) to build for instead of the artifact's own target; the
-    bundle then also holds firmware/ (start-up code, linker script, a main that runs the model once)."""
+    bundle then also holds firmware/ (start-up code, linker script, a main that runs the model once).
+    `checks`: keep the kernels' run-time assertions (see lower_for_aot)."""
     from .. import deploy
 
     bundle = os.fspath(bundle)
@@ -162,7 +172,7 @@ def export_aot_bundle(
         )
     preset = board.preset() if board is not None else deploy._artifact_preset(artifact)
     log.info("exporting %s as the AOT bundle '%s' for %s", artifact.directory, name, preset.name)
-    lowered, library, plan = lower_for_aot(artifact, preset, use_tuning=board is None)
+    lowered, library, plan = lower_for_aot(artifact, preset, use_tuning=board is None, checks=checks)
     program = extract_program(lowered, plan.workspace_bytes if plan is not None else 0)
     if budgets is not None:
         check_ram_budget(program, budgets)  # before compiling anything: the arena is known now
@@ -205,6 +215,7 @@ def export_aot_bundle(
                 "static": True,
                 "aot": True,
                 "separate_weights": False,
+                "kernel_checks": checks,
                 "system_lib_prefix": None,
                 "inputs": [spec.to_json() for spec in artifact.inputs],
                 "outputs": [spec.to_json() for spec in artifact.outputs],

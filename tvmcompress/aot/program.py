@@ -31,7 +31,6 @@ ALIGN = 64  # TVM's allocator alignment; kernels may rely on it for buffers they
 
 _SKIPPED_OPS = {"relax.vm.kill_object", "relax.null_value"}
 _SKIPPED_PACKED = {"vm.builtin.check_tensor_info", "vm.builtin.match_shape", "vm.builtin.check_tuple_info"}
-_DLPACK_CODES = {"int": 0, "uint": 1, "float": 2, "bfloat": 4, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -204,9 +203,8 @@ def _lay_out_arena(program: AotProgram, workspace_bytes: int) -> None:
 
 
 def dlpack_dtype(dtype: str) -> tuple[int, int]:
-    """(DLPack type code, bits) of a dtype name."""
+    """(DLPack type code, bits) of a dtype name, as TVM's kernels check them (bool: kDLBool, 8 bits)."""
     dt = tvm.DataType(dtype)
-    kind = "bool" if dtype == "bool" else "".join(c for c in dtype if c.isalpha())
-    if kind not in _DLPACK_CODES or dt.lanes != 1:
+    if dt.lanes != 1:
         raise _unsupported(f"tensors of dtype {dtype}")
-    return _DLPACK_CODES[kind], dt.bits
+    return int(dt.type_code), int(dt.bits)
