@@ -189,3 +189,37 @@ def test_keep_checks_keeps_the_kernels_assertions(digits_x86, tmp_path):
     assert json.loads((tmp_path / "checked" / "bundle.json").read_text())["kernel_checks"] is True
     assert json.loads((bundle / "bundle.json").read_text())["kernel_checks"] is False
     _check_bundle_matches_ort("x86_64", artifact, tmp_path / "checked", tmp_path)
+
+
+def _gather_model():
+    """A 10x4 table behind Gather: the model's ids are checked at run time (onnx_ops/indexing.py)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)], "gather",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [1, 3, 4])], [table])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), table
+
+
+def test_aot_keeps_index_checks_of_a_gather_model(tmp_path):
+    """Kernel assertions are compiled out of AOT bundles by default, but not a model's run-time index checks:
+    an out-of-range id is an error (non-zero exit), never a read past the table."""
+    import onnx
+
+    model, table = _gather_model()
+    onnx.save(model, str(tmp_path / "gather.onnx"))
+    tvmc_compile(tmp_path / "gather.onnx", "x86-64", output=tmp_path / "out")
+    _export(tmp_path / "out", tmp_path / "bundle")
+    assert json.loads((tmp_path / "bundle" / "bundle.json").read_text())["kernel_checks"] is True
+    program = cmake_build(tmp_path / "bundle", tmp_path / "build") / "run_model"
+    outputs = load(tmp_path / "out").outputs
+    ids = np.array([[0, 9, -1]], np.int64)  # -1: the last row, as ONNX counts
+    got = run_model("x86_64", program, [ids], outputs, tmp_path)
+    np.testing.assert_array_equal(got[0], np.arange(40, dtype=np.float32).reshape(10, 4)[[[0, 9, 9]]])
+    (tmp_path / "in.bin").write_bytes(np.array([[0, 1, 10]], "<i8").tobytes())
+    result = subprocess.run([str(program), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and result.returncode > 0, (result.returncode, result.stderr)

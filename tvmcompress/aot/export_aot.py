@@ -99,8 +99,9 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool
     `checks`: keep the kernels' run-time assertions. Off by default: most of them check the packed-call
     arguments (count, type, ndim, dtype, shape, device of every tensor), which our generated tables pass by
     construction, and they are three quarters of a Cortex-M build's kernel code (digits int8: 34.7 KB with,
-    7.3 KB without). Off also drops the data-dependent index checks (gather/scatter bounds) of models that
-    have them: keep them with `export --aot --keep-checks`."""
+    7.3 KB without). A model whose indices are checked at run time (Gather/Scatter/MaxUnpool bounds,
+    onnx_ops/indexing.py) always keeps them: an out-of-range index must be an error, never a read past a
+    tensor."""
     import tvm
 
     from ..build import relax_pipeline_for
@@ -109,6 +110,9 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool
 
     with open(os.path.join(artifact.directory, RELAX_MODULE_NAME), encoding="utf-8") as f:
         mod = tvm.ir.load_json(f.read())
+    if not checks and checks_indices(mod):
+        log.info("keeping the kernels' run-time assertions: the model checks its gather/scatter indices")
+        checks = True
     target = tvm.target.Target(preset.tvm_target)
     tuned = None
     if use_tuning and artifact.manifest.get("tuning") is not None:
@@ -130,6 +134,18 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool
         )
         library = tvm.tirx.build(kernels, target=target)
     return lowered, library, recorder.plan()
+
+
+def artifact_checks_indices(artifact: "Artifact") -> bool:
+    import tvm
+
+    with open(os.path.join(artifact.directory, RELAX_MODULE_NAME), encoding="utf-8") as f:
+        return checks_indices(tvm.ir.load_json(f.read()))
+
+
+def checks_indices(mod) -> bool:
+    """Whether the module holds run-time index checks (onnx_ops/indexing.py's `check_indices` kernels)."""
+    return any(gvar.name_hint.startswith("check_indices") for gvar in mod.get_global_vars())
 
 
 def _called_kernels(main) -> set[str]:
@@ -172,6 +188,7 @@ def export_aot_bundle(
         )
     preset = board.preset() if board is not None else deploy._artifact_preset(artifact)
     log.info("exporting %s as the AOT bundle '%s' for %s", artifact.directory, name, preset.name)
+    checks = checks or artifact_checks_indices(artifact)  # recorded in bundle.json as what the kernels do
     lowered, library, plan = lower_for_aot(artifact, preset, use_tuning=board is None, checks=checks)
     program = extract_program(lowered, plan.workspace_bytes if plan is not None else 0)
     if budgets is not None:
