@@ -46,16 +46,29 @@ def _expected(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32"), c: T.B
             T.writes(c[vi], d[vi], k[vi])
             # Two varying operands: a NaN first operand wins; a NaN second one fails the compare and is returned.
             c[vi] = T.Select(T.isnan(a[vi]), a[vi], T.Select(a[vi] > b[vi], a[vi], b[vi]))
-            # Clip: the constant moves second, the compare is false for NaN; computed operands bound once.
-            x = T.float32()
-            y = T.float32()
-            d[vi] = T.Let(T.Select(y > T.float32(6), T.float32(6), y),
-                          where={y: T.Let(T.Select(x < T.float32(0), T.float32(0), x), where={x: a[vi] * b[vi]})})
+            # Clip: the constant moves second, the compare is false for NaN; small computed operands are repeated
+            # (LLVM computes them once; a Let in a vectorized loop can be refused, fuzz seed 536).
+            d[vi] = T.Select(T.Select(a[vi] * b[vi] < T.float32(0), T.float32(0), a[vi] * b[vi]) > T.float32(6),
+                             T.float32(6), T.Select(a[vi] * b[vi] < T.float32(0), T.float32(0), a[vi] * b[vi]))
             k[vi] = T.max(k[vi], 0)  # integers have no NaN: untouched
 
 
 def test_propagate_nan_rewrites_float_max_min():
     tvm.ir.assert_structural_equal(propagate_nan(_before), _expected)
+
+
+def test_propagate_nan_binds_deep_operands_once():
+    """A long chain of clips (more Selects than _INLINE_SELECTS) binds its operand with a Let: linear size."""
+    from tvmcompress.schedules import propagate_nan as module
+
+    x = tvm.tirx.Var("x", "float32")
+    expr = x * x
+    for _ in range(12):
+        expr = tvm.tirx.Min(tvm.tirx.Max(expr, tvm.tirx.const(0.0, "float32")), tvm.tirx.const(6.0, "float32"))
+    func = tvm.tirx.PrimFunc([x], tvm.tirx.Evaluate(expr))
+    text = propagate_nan(func).script()
+    assert "T.Let" in text and "T.max" not in text and "T.min" not in text
+    assert module._selects(propagate_nan(func).body.value) < 1000  # repeated at every level: 2**24
 
 
 def test_propagate_nan_is_idempotent():

@@ -10,8 +10,8 @@ came out as finite, confident logits. The rewrite, per float max/min (min symmet
 
 The first form is a compare and a blend (or maxps with the constant first). The second is TIR's own max (LLVM
 emits maxps for `a > b ? a : b`) plus an unordered compare and a blend, only where both operands vary (Max/Min
-of two tensors, max pooling, the max of softmax). Non-trivial operands are bound once with a Let, so nested
-clips stay linear. No Max/Min is left, so the pass is idempotent.
+of two tensors, max pooling, the max of softmax). Operands that hold a Select (nested clips) are bound once
+with a Let, so nested clips stay linear; other operands are repeated. No Max/Min is left, so the pass is idempotent.
 
 Pre: scheduled (or unscheduled) PrimFuncs. Post: no float Max/Min whose result drops a NaN operand. Runs after
 the schedules (cpu_pipeline), which pattern-match TIR max/min (restore_clip.py), and before TVM's lowering.
@@ -36,6 +36,24 @@ def _is_number(expr) -> bool:
     return isinstance(expr, tirx.FloatImm) and not math.isnan(expr.value)
 
 
+# Operands with up to this many Selects (nested clips, clamps, the clamps of an inlined exp) are repeated rather than bound with a Let: LLVM
+# computes them once, and a Let inside a vectorized loop can be refused by TVM's Vectorizer ("Let cannot bind the
+# same var to two different values", fuzz seed 536: Mul(Elu(c), c) of a Concat c, whose exp clamps its input).
+# Deeper operands keep the Let, so that long chains of clips stay linear in size.
+_INLINE_SELECTS = 64
+
+
+def _selects(expr) -> int:
+    found = []
+
+    def note(node):
+        found.append(node)
+        return node
+
+    tvm_ffi.structural_map(expr, [((tirx.Select,), note)], order="post")
+    return len(found)
+
+
 def _propagating(expr):
     if not _is_float(expr):
         return expr
@@ -43,7 +61,7 @@ def _propagating(expr):
     if _is_number(a):  # max is commutative; keep the constant second
         a, b = b, a
     is_max = isinstance(expr, tirx.Max)
-    bound = None if isinstance(a, _SIMPLE) else tirx.Var("nan_operand", expr.ty)
+    bound = None if isinstance(a, _SIMPLE) or _selects(a) <= _INLINE_SELECTS else tirx.Var("nan_operand", expr.ty)
     x = a if bound is None else bound
     if _is_number(b):
         result = tirx.Select(tirx.LT(x, b) if is_max else tirx.GT(x, b), b, x)
