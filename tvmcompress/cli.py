@@ -126,7 +126,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", parents=[common], help="compile an ONNX model into an artifact directory")
     p.add_argument("model", help="path to the .onnx model")
     p.add_argument("-o", "--output", required=True, help="artifact directory to write (replaced atomically)")
-    p.add_argument("--target", default="host", help="preset name (see `tvmcompress targets`) or TVM target JSON")
+    # None, not "host": a --target given with --recipe must be told from the default (host, or the recipe's).
+    p.add_argument("--target", default=None, help="preset name (see `tvmcompress targets`) or TVM target JSON "
+                                                  "(default: host, or the recipe's)")
     _add_shape_flags(p)
     p.add_argument(
         "--const-input", action="append", default=[], metavar="NAME=VALUE", help="specialize an input to a constant"
@@ -340,7 +342,7 @@ FIELD_FLAGS = {
 def _compile_target_and_options(args):
     """(target, CompileOptions) of `compile`: its flags, over the recipe of --recipe when one is given."""
     if not getattr(args, "recipe", None):
-        return args.target, _compile_options(args)
+        return args.target or "host", _compile_options(args)
     from . import recipe
     from .config import CompileOptions
 
@@ -353,7 +355,7 @@ def _compile_target_and_options(args):
         fields[field] = os.path.abspath(value) if field in ("calibration", "eval_data") and value else value
     if flags["compress_weights"]:  # it implies --separate-weights, as in CompileOptions.create
         fields["separate_weights"] = True
-    return (args.target if args.target != defaults.target else target), CompileOptions.from_dict(fields)
+    return args.target or target, CompileOptions.from_dict(fields)
 
 
 def _compile_options(args):
@@ -394,7 +396,7 @@ def _cmd_debug(args) -> int:
 
     # `debug MODEL [compile options]`: the compile parser reads them, so both commands take the same flags.
     compile_args = _build_parser().parse_args(["compile", args.model, "-o", os.devnull, *args.compile_options])
-    report = find_first_disagreement(args.model, compile_args.target, _compile_options(compile_args))
+    report = find_first_disagreement(args.model, compile_args.target or "host", _compile_options(compile_args))
     print(json.dumps(report.to_json(), indent=2, sort_keys=True) if compile_args.json else format_report(report))
     return EXIT_OK
 
