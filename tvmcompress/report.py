@@ -25,14 +25,14 @@ def build_report(manifest: dict[str, Any], model_stats: dict[str, Any]) -> dict[
         "verification": manifest["verification"],
         "build_seconds": manifest["build_seconds"],
     }
-    if manifest.get("pruning") is not None:  # per layer kept/total, criterion, MACs before/after (pruning.py)
+    if manifest.get("pruning") is not None:  # per layer kept/total, criterion, MACs before/after (passes/prune.py)
         report["pruning"] = manifest["pruning"]
-    # Which block-sparse layers run BSR kernels, with the measured times (sparse_decision.py).
+    # Which block-sparse layers run BSR kernels, with the measured times (passes/sparse_decision.py).
     if manifest.get("sparse_layers") is not None:
         report["sparse_layers"] = manifest["sparse_layers"]
-    if manifest.get("clustering") is not None:  # --cluster-bits: per layer values and zeros (weight_compression.py)
+    if manifest.get("clustering") is not None:  # --cluster-bits: per layer values and zeros (passes/cluster.py)
         report["clustering"] = manifest["clustering"]
-    # int8 with --eval-data: per-layer sensitivity and the --accuracy-budget outcome (quant_analysis.py).
+    # int8 with --eval-data: per-layer sensitivity and the --accuracy-budget outcome (passes/quant_analysis.py).
     quantization = manifest.get("quantization") or {}
     accuracy = {key: quantization[key] for key in ("eval", "analysis", "accuracy_budget") if key in quantization}
     if accuracy:
@@ -63,7 +63,7 @@ def render_html(report: dict[str, Any]) -> str:
                  f"MACs {l['macs_before']} -> {l['macs_after']}") for l in pruning["layers"]]
         rows.append(("total MACs", f"{pruning['macs_before']} -> {pruning['macs_after']}"))
         sections.append((f"Pruning ({pruning['config']['spec']}, {pruning['config']['criterion']})", _table(rows)))
-        budget = pruning.get("budget")  # --prune-budget (prune_budget.py)
+        budget = pruning.get("budget")  # --prune-budget (passes/prune_budget.py)
         if budget is not None:
             rows = [(g["name"], f"{g['step']} ratio {g['ratio']:g} (spec {g['spec_ratio']:g}); alone: "
                      + ", ".join(f"{s['ratio']:g} -> drop {s['metric_drop']}" for s in g["sensitivity"]))
