@@ -136,7 +136,7 @@ class PruneConfig:
     - `ridge`: relative Tikhonov regularization of reconstruction (times the mean diagonal of X^T X).
     - `overrides`: ((step kind, name, ratio), ...) replacing the spec's amount for one channel group (named by the
       binding of its first source conv/matmul; `channel`) or one layer (its binding; `unstructured`, per-layer
-      sparsity whatever the scope). `--prune-budget` chooses them (tvmcompress/prune_budget.py) and the manifest
+      sparsity whatever the scope). `--prune-budget` chooses them (passes/prune_budget.py) and the manifest
       records them, so that a budgeted result can be rebuilt exactly. 0 leaves the group / layer whole.
     """
 

@@ -133,7 +133,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="mean, vote, weighted:W1,W2,..., concat or stack (default mean)")
     e.add_argument("--input-map", action="append", default=[], metavar="MEMBER:THEIRS=OURS",
                    help="rename input THEIRS of member MEMBER (1-based) to OURS")
-    p.add_argument("--target", default="host", help="preset name (see `tvmcompress targets`) or TVM target JSON")
+    # None, not "host": a --target given with --recipe must be told from the default (host, or the recipe's).
+    p.add_argument("--target", default=None, help="preset name (see `tvmcompress targets`) or TVM target JSON "
+                                                  "(default: host, or the recipe's)")
     _add_shape_flags(p)
     p.add_argument(
         "--dim", action="append", default=[], metavar="NAME=MIN..MAX",
@@ -397,7 +399,7 @@ FIELD_FLAGS = {
 def _compile_target_and_options(args):
     """(target, CompileOptions) of `compile`: its flags, over the recipe of --recipe when one is given."""
     if not getattr(args, "recipe", None):
-        return args.target, _compile_options(args)
+        return args.target or "host", _compile_options(args)
     from . import recipe
     from .config import CompileOptions
 
@@ -411,7 +413,7 @@ def _compile_target_and_options(args):
         fields[field] = os.path.abspath(value) if is_path else value
     if flags["compress_weights"]:  # it implies --separate-weights, as in CompileOptions.create
         fields["separate_weights"] = True
-    return (args.target if args.target != defaults.target else target), CompileOptions.from_dict(fields)
+    return args.target or target, CompileOptions.from_dict(fields)
 
 
 def _compile_model(args):
@@ -511,7 +513,7 @@ def _cmd_debug(args) -> int:
 
     # `debug MODEL [compile options]`: the compile parser reads them, so both commands take the same flags.
     compile_args = _build_parser().parse_args(["compile", args.model, "-o", os.devnull, *args.compile_options])
-    report = find_first_disagreement(args.model, compile_args.target, _compile_options(compile_args))
+    report = find_first_disagreement(args.model, compile_args.target or "host", _compile_options(compile_args))
     print(json.dumps(report.to_json(), indent=2, sort_keys=True) if compile_args.json else format_report(report))
     return EXIT_OK
 

@@ -187,11 +187,11 @@ class CompileOptions:
     compress_weights: bool = False  # entropy-coded separate weights (tvmcompress/weight_codec.py)
     # A block-sparse layer runs the BSR kernel only when measured at least this much faster than dense.
     sparse_min_speedup: float = 1.2
-    # .npz of evaluation inputs (+ optional `label`): what --accuracy-budget measures (tvmcompress/quant_analysis.py).
+    # .npz of evaluation inputs (+ optional `label`): what --accuracy-budget measures (passes/quant_analysis.py).
     eval_data: str | Samples | None = None
     # --accuracy-budget: int8 may lose at most this many points of the eval metric; layers fall back to float.
     accuracy_budget: float | None = None
-    # --prune-budget: pruning may lose at most this many points; per-group ratios from sensitivity (prune_budget.py).
+    # --prune-budget: pruning may lose at most this many points; per-group ratios from sensitivity (passes/prune_budget.py).
     prune_budget: float | None = None
     # Winograd F(4x4)/F(2x2) for 3x3 stride-1 CPU convolutions (faster; their weights grow 4x / 1.78x and float32
     # rounding differs from a direct convolution, ~5e-6 relative). --no-winograd keeps them direct.

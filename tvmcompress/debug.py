@@ -69,9 +69,9 @@ def find_first_disagreement(model, target: str = "host", options: CompileOptions
     inputs, _ = frontend.model_io(canonical)
     calibration = None
     if options.calibration:
-        from .api import _calibration_batches
+        from .data import calibration_calls
 
-        calibration = _calibration_batches(options.calibration, inputs)
+        calibration = calibration_calls(options.calibration, inputs)
     calls, _ = verify.sample_calls(canonical, inputs, calibration)
     typed = _typed_source(source, dict(options.input_shapes))
     nodes = list(typed.graph.node)

@@ -36,14 +36,14 @@ def build_report(manifest: dict[str, Any], model_stats: dict[str, Any]) -> dict[
         report["distillation"] = manifest["distillation"]
     if (manifest.get("quantization") or {}).get("config") is not None:
         report["quantization"] = manifest["quantization"]["config"]
-    if manifest.get("pruning") is not None:  # per layer kept/total, criterion, MACs before/after (pruning.py)
+    if manifest.get("pruning") is not None:  # per layer kept/total, criterion, MACs before/after (passes/prune.py)
         report["pruning"] = manifest["pruning"]
-    # Which block-sparse layers run BSR kernels, with the measured times (sparse_decision.py).
+    # Which block-sparse layers run BSR kernels, with the measured times (passes/sparse_decision.py).
     if manifest.get("sparse_layers") is not None:
         report["sparse_layers"] = manifest["sparse_layers"]
-    if manifest.get("clustering") is not None:  # --cluster-bits: per layer values and zeros (weight_compression.py)
+    if manifest.get("clustering") is not None:  # --cluster-bits: per layer values and zeros (passes/cluster.py)
         report["clustering"] = manifest["clustering"]
-    # int8 with --eval-data: per-layer sensitivity and the --accuracy-budget outcome (quant_analysis.py).
+    # int8 with --eval-data: per-layer sensitivity and the --accuracy-budget outcome (passes/quant_analysis.py).
     quantization = manifest.get("quantization") or {}
     accuracy = {key: quantization[key] for key in ("eval", "analysis", "accuracy_budget") if key in quantization}
     if accuracy:
