@@ -267,15 +267,16 @@ class _Adam:
         self.v = [np.zeros_like(v, np.float64) for v in values]
         self.t = 0
 
-    def step(self, values: list[np.ndarray], grads: list[np.ndarray]) -> None:
+    def step(self, values: list[np.ndarray], grads: list[np.ndarray], lr_scale: float = 1.0) -> None:
         self.t += 1
         c1, c2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t
+        lr = self.lr * lr_scale
         for value, grad, m, v in zip(values, grads, self.m, self.v):
             m *= self.beta1
             m += (1 - self.beta1) * grad
             v *= self.beta2
             v += (1 - self.beta2) * grad * grad
-            value -= (self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(value.dtype)
+            value -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(value.dtype)
 
 
 class _Student:
@@ -335,7 +336,9 @@ def _run_phase(name: str, vm, student: _Student, inputs: list[list[np.ndarray]],
             args = [*inputs[index], *student.projected(), *targets[index]]
             loss, grads = adjoint(*(tvm.runtime.tensor(a) for a in args))
             grads = student.masked([g.numpy().astype(np.float64) for g in grads])
-            adam.step(student.latent, grads)
+            # Cosine decay to 0 over the phase: late steps settle the quantized weights instead of flipping
+            # them across grid points (the straight-through estimator's noise).
+            adam.step(student.latent, grads, 0.5 * (1.0 + np.cos(np.pi * steps / max(total, 1))))
             losses.append(float(loss.numpy()) - (offsets[index] if offsets is not None else 0.0))
             steps += 1
             now = time.perf_counter()
