@@ -267,15 +267,16 @@ class _Adam:
         self.v = [np.zeros_like(v, np.float64) for v in values]
         self.t = 0
 
-    def step(self, values: list[np.ndarray], grads: list[np.ndarray]) -> None:
+    def step(self, values: list[np.ndarray], grads: list[np.ndarray], lr_scale: float = 1.0) -> None:
         self.t += 1
         c1, c2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t
+        lr = self.lr * lr_scale
         for value, grad, m, v in zip(values, grads, self.m, self.v):
             m *= self.beta1
             m += (1 - self.beta1) * grad
             v *= self.beta2
             v += (1 - self.beta2) * grad * grad
-            value -= (self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(value.dtype)
+            value -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(value.dtype)
 
 
 class _Student:
@@ -290,6 +291,7 @@ class _Student:
                        for i, v in enumerate(lifted.values)]
         self.grid = [grids.get(lifted.layer_of.get(i, ""), None) if self.groups[i] is None else None
                      for i in range(len(self.latent))]
+        self.on_grid = any(g is not None for g in self.grid)
         # Exact zeros of a layer weight are pruning's (a trained float weight is never exactly 0): keep them.
         self.mask = [(v != 0) if i in lifted.layer_of and not np.all(v != 0) else None
                      for i, v in enumerate(lifted.values)]
@@ -335,7 +337,12 @@ def _run_phase(name: str, vm, student: _Student, inputs: list[list[np.ndarray]],
             args = [*inputs[index], *student.projected(), *targets[index]]
             loss, grads = adjoint(*(tvm.runtime.tensor(a) for a in args))
             grads = student.masked([g.numpy().astype(np.float64) for g in grads])
-            adam.step(student.latent, grads)
+            # Students on a weight grid: cosine decay to 0 over the phase, so that late steps settle the quantized
+            # weights instead of flipping them across grid points (the straight-through estimator's noise).
+            # Others keep the rate: measured on the digits CNN, ternary 97.78% -> 98.61% with the decay, but
+            # channel:0.75 98.61% -> 97.78% (its float weights still had far to go).
+            decay = 0.5 * (1.0 + np.cos(np.pi * steps / max(total, 1))) if student.on_grid else 1.0
+            adam.step(student.latent, grads, decay)
             losses.append(float(loss.numpy()) - (offsets[index] if offsets is not None else 0.0))
             steps += 1
             now = time.perf_counter()

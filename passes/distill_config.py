@@ -22,8 +22,9 @@ class DistillConfig:
       warning, when it runs out; then the result depends on the machine's speed (the only non-deterministic case).
     - `epochs`: passes over the data of output distillation; `reconstruct_epochs`: of block-wise reconstruction
       (per-layer MSE against the teacher's activations, where the student layer has the teacher's shape).
-    - `learning_rate`: Adam's step size on the float "latent" weights (the compressed weights are projections of
-      them: pruned weights masked, quantized weights rounded to their grid, straight-through gradients).
+    - `learning_rate`: Adam's step size on the float "latent" weights, with cosine decay to 0 over each phase
+      when layers are on a weight grid (the compressed weights are projections of the latent ones: pruned weights
+      masked, quantized weights rounded to their grid, straight-through gradients).
     - `temperature`: softening of classifier logits for the KL loss (Hinton et al.); MSE for other outputs.
     - `label_weight`: weight of the cross-entropy against the labels when the data has a 'label' array.
     - `seed`: the shuffling order of batches; with the same data, seed and a budget not hit, the result is

@@ -101,7 +101,7 @@ def test_distilled_ternary_build_records_training_without_torch(tmp_path):
         "from tvmcompress.passes.distill_config import DistillConfig\n"
         f"options = CompileOptions.create(input_shapes={{'input': [{BATCH}, 1, 8, 8]}}, separate_weights=True,\n"
         "    quantize=QuantizeConfig(mode='ternary-weight'), train_data=sys.argv[2],\n"
-        "    distill=DistillConfig(epochs=2, reconstruct_epochs=1))\n"
+        "    distill=DistillConfig(epochs=2, reconstruct_epochs=1, minutes=60))\n"
         "tvmcompress.compile(sys.argv[1], 'host', output=sys.argv[3], options=options)\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('torch.'))))\n"
     )
