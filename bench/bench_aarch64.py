@@ -180,6 +180,7 @@ def render(results: dict, extra_runs: int) -> str:
             lines.append(f"| {key} | {_fmt_m(t['total'])} | {100 * vector / t['total']:.0f} | "
                          f"{100 * scalar / t['total']:.0f} | {100 * memory / t['total']:.0f} | {' | '.join(est)} | "
                          f"{r['max_rel_diff_vs_host_ort']:.1e} |")
+        lines += [f"Note on {key}: {r['note']}" for key, r in runs.items() if r.get("note")]
         expected = [f"{label} @ {cpu}" for label, _, _, cpu, _ in OURS] + [f"{label} @ {cpu}" for label, cpu, _ in ORT_RUNS]
         missing = [key for key in expected if key not in runs]
         if missing:
