@@ -180,12 +180,13 @@ def render(results: dict, extra_runs: int) -> str:
             lines.append(f"| {key} | {_fmt_m(t['total'])} | {100 * vector / t['total']:.0f} | "
                          f"{100 * scalar / t['total']:.0f} | {100 * memory / t['total']:.0f} | {' | '.join(est)} | "
                          f"{r['max_rel_diff_vs_host_ort']:.1e} |")
-        lines += [f"Note on {key}: {r['note']}" for key, r in runs.items() if r.get("note")]
         expected = [f"{label} @ {cpu}" for label, _, _, cpu, _ in OURS] + [f"{label} @ {cpu}" for label, cpu, _ in ORT_RUNS]
         missing = [key for key in expected if key not in runs]
         if missing:
             lines.append(f"| not counted yet: {', '.join(missing)} | | | | | | | | | |")
         lines.append("")
+        notes = [f"Note on {key}: {r['note']}" for key, r in runs.items() if r.get("note")]
+        lines += [*notes, ""] if notes else []
         ort72 = ort76 = runs.get("ORT fp32 @ cortex-a72")
         fp32, int8, dot = runs.get("ours fp32 @ cortex-a72"), runs.get("ours int8 @ cortex-a72"), runs.get(
             "ours int8 dotprod @ cortex-a76")
