@@ -55,7 +55,7 @@ class Dense(CPURule):
         nb = int(sch.get(dense).reads[1].source.shape[-1])
         *batch, m, n, k = sch.get_loops(dense)
         rows = loop_extent(sch, m) or SYMBOLIC_ROWS  # a symbolic row count (dynamic shapes): see packed_compute
-        mt = choose_register_tile(rows, nb, info, lanes).rows
+        mt = choose_register_tile(rows, nb, info, lanes, info.max_gemm_rows).rows
         epilogue = fuse_epilogue(sch, dense, lanes)
         if epilogue is None:
             epilogue = sch.cache_write(dense, 0, "global")

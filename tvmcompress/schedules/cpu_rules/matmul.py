@@ -75,7 +75,7 @@ class Matmul(CPURule):
             lanes //= 2
         if cols % lanes:
             return None
-        tile = choose_register_tile(rows, cols, info, lanes)
+        tile = choose_register_tile(rows, cols, info, lanes, info.max_gemm_rows)
         producers = blocks_before(sch, block)
         epilogue = fuse_epilogue(sch, block, lanes)
         if epilogue is None:

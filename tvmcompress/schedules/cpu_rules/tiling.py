@@ -15,7 +15,7 @@ from .target_info import CPUInfo
 
 # Fewer accumulators than this leave the FMA pipes waiting on latency (2 pipes x 4 cycles).
 MIN_ACCUMULATORS = 7
-MAX_ROWS = 7  # the default of CPUInfo.max_tile_rows (AVX2, measured); NEON allows 8
+MAX_ROWS = 7  # measured on AVX2; the GEMM rules pass CPUInfo.max_gemm_rows (8 on NEON)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +33,14 @@ def _fits(rows: int, vectors: int, info: CPUInfo) -> bool:
     return rows * vectors + vectors + 1 <= info.vector_registers
 
 
-def choose_register_tile(rows_extent: int, channels: int, info: CPUInfo, lanes: int) -> RegisterTile:
-    """Pick (rows dividing rows_extent) x (vectors dividing channels) without spilling."""
+def choose_register_tile(rows_extent: int, channels: int, info: CPUInfo, lanes: int,
+                         max_rows: int = MAX_ROWS) -> RegisterTile:
+    """Pick (rows dividing rows_extent, at most max_rows) x (vectors dividing channels) without spilling."""
     candidates = []
     for vectors in (2, 1):
         if channels % (vectors * lanes) != 0 and vectors != 1:
             continue
-        for rows in range(min(info.max_tile_rows, rows_extent), 0, -1):
+        for rows in range(min(max_rows, rows_extent), 0, -1):
             if rows_extent % rows == 0 and _fits(rows, vectors, info):
                 candidates.append((rows * vectors >= MIN_ACCUMULATORS, vectors, rows))
                 break
