@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tvm
@@ -123,9 +124,9 @@ def lift_trainable(mod: tvm.IRModule) -> _Lifted:
     `layer_of[i]` names the conv/matmul whose weight parameter i is."""
     func = mod["main"]
     layer_weights = {name: call.args[1] for name, call in _layers(func).items()}
-    constants: list[_CONST] = []
+    constants: list[Any] = []  # relax constants (GenericConst: untyped for mypy)
 
-    def index_of(const: _CONST) -> int:
+    def index_of(const: Any) -> int:
         for i, seen in enumerate(constants):
             if seen.same_as(const):
                 return i
@@ -145,12 +146,12 @@ def lift_trainable(mod: tvm.IRModule) -> _Lifted:
     return _Lifted(lifted, params, [c.value.numpy() for c in constants], layer_of)
 
 
-def _substitute_constants(body: relax.Expr, constants: list[_CONST], params: list[relax.Var]):
+def _substitute_constants(body: relax.Expr, constants: list[Any], params: list[relax.Var]):
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     @mutator
     class _Replace(PyExprMutator):
-        def visit_generic_const_(self, const: _CONST) -> relax.Expr:
+        def visit_generic_const_(self, const: Any) -> relax.Expr:
             for seen, param in zip(constants, params):
                 if seen.same_as(const):
                     return param

@@ -245,3 +245,32 @@ class Artifact:
         """Sub-byte inputs given in their library dtype (as .npz files must hold them), as the model's dtype."""
         specs = {spec.name: spec for spec in self.inputs}
         return {name: from_storable(a, specs[name].dtype, name) if name in specs else a for name, a in arrays.items()}
+
+
+def load(directory: str | os.PathLike) -> Artifact:
+    """Open a compiled artifact directory for running or exporting.
+
+    The manifest's structure and the SHA-256 of ``model.so``, ``weights.bin`` and ``relax_module.json`` are checked
+    before anything is loaded.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The ``output`` of :func:`compile` (``-o`` of ``tvmcompress compile``).
+
+    Returns
+    -------
+    Artifact
+        ``.run({input name: array})`` returns ``{output name: array}``; ``.manifest`` is the build record.
+
+    Raises
+    ------
+    TvmcompressError
+        Not an artifact, a damaged or modified file, or an artifact of another schema version.
+
+    Examples
+    --------
+    >>> artifact = tvmcompress.load("out/")
+    >>> outputs = artifact.run({"input": np.zeros((1, 1, 8, 8), "float32")})
+    """
+    return Artifact(os.fspath(directory))

@@ -380,7 +380,7 @@ class CompileOptions:
             verify=bool(verify),
             min_sqnr=_number(min_sqnr, "min_sqnr") if min_sqnr is not None else cls.min_sqnr,
             distill=distill, train_data=os.path.abspath(train_data) if train_data else None,
-            dims=dims or (),
+            dims=tuple((dims or {}).items()),
         )
 
     def to_json(self) -> dict[str, Any]:

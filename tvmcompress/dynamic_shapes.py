@@ -309,8 +309,15 @@ class DynamicBuild:
         """The build against ONNX Runtime on the source model at the smallest, a middle and the largest shape,
         with the float tolerance of verify.py; a mismatch raises TvmcompressError (nothing is written)."""
         from .frontend import TensorSpec, model_io
-        from .verify import (_mode, compare_output, float_mismatch, generate_inputs, reference_outputs,
-                             tolerance_for, where_it_runs)
+        from .verify import (
+            _mode,
+            compare_output,
+            float_mismatch,
+            generate_inputs,
+            reference_outputs,
+            tolerance_for,
+            where_it_runs,
+        )
 
         target = artifact.target
         if not options.verify:

@@ -95,11 +95,28 @@ class TensorSpec:
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> onnx.ModelProto:
-    """Read an ONNX model from a path, serialized bytes or a ModelProto, and check it.
+    """Read and check an ONNX model.
 
-    A path source loads its external data from the model's directory. Raises `TvmcompressError` for a missing
-    path, bytes that are not ONNX, a truncated or corrupt model, missing external data, and an opset of the
-    default domain outside `SUPPORTED_OPSETS`.
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or onnx.ModelProto
+        A path to an ``.onnx`` file, its serialized bytes, or a model already in memory.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model, checked by ONNX's checker (external data loaded from beside the file).
+
+    Raises
+    ------
+    TvmcompressError
+        The file is missing or unreadable, or it is not a valid ONNX model.
+
+    Examples
+    --------
+    >>> model = tvmcompress.load_model("examples/digits_cnn.onnx")
+    >>> [i.name for i in model.graph.input]
+    ['input']
     """
     if isinstance(source, onnx.ModelProto):
         what = "the given ModelProto"

@@ -7,7 +7,6 @@ import io
 import warnings
 
 import numpy as np
-import onnx
 
 import tvmcompress
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import zoo
-from export_helpers import HERE, cmake_build, command_for, run_model
+from export_helpers import HERE, cmake_build, run_model
 from tvmcompress import compile as tvmc_compile, load
 from tvmcompress.cli import main
 from tvmcompress.targets.runtime_cache import FOREIGN_ARCHES, missing_tool
@@ -193,7 +193,6 @@ def test_keep_checks_keeps_the_kernels_assertions(digits_x86, tmp_path):
 
 def _gather_model():
     """A 10x4 table behind Gather: the model's ids are checked at run time (onnx_ops/indexing.py)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "table")

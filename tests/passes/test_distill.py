@@ -109,7 +109,7 @@ def test_distill_keeps_ternary_and_binary_grids_and_is_deterministic(kind):
     # Determinism checked once (ternary): each distill compiles three modules, a few seconds.
     second = distill(teacher, teacher, _data(), config, quantization_grids(teacher, mode), target=TARGET)[0] \
         if kind == "ternary" else first
-    for (name, w), again in zip(_weights(first).items(), _weights(second).values()):
+    for w, again in zip(_weights(first).values(), _weights(second).values()):
         np.testing.assert_array_equal(w, again)  # same seed, same data: bit-identical
         codes, alpha = (ternarize if kind == "ternary" else binarize)(w, 1)
         np.testing.assert_allclose(codes * alpha.reshape(1, -1), w, rtol=1e-6)

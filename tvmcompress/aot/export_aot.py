@@ -35,10 +35,9 @@ from ..errors import TvmcompressError
 from .program import AotProgram, dlpack_dtype, extract_program
 
 if TYPE_CHECKING:
-    from ..targets.mcu_boards import McuBoard
-
     from ..artifact import Artifact
     from ..config import Budgets
+    from ..targets.mcu_boards import McuBoard
     from ..targets.presets import TargetPreset
 
 log = logging.getLogger(__name__)
