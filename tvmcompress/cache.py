@@ -290,7 +290,7 @@ def cache_key(model_bytes: bytes, target: str, options, model_name: str | None =
 
 def _model_bytes_and_name(model) -> tuple[bytes, str | None, str | None]:
     """What the key needs of a model given as a path, bytes or an onnx.ModelProto (not imported: duck-typed):
-    its bytes, its name (the file's stem, which the manifest records: api._model_name) and its path."""
+    its bytes, its name (the file's stem, which the manifest records: source.Source.name) and its path."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         with open(path, "rb") as f:

@@ -21,7 +21,7 @@ from tvmcompress.passes.distill_config import DistillConfig
 from tvmcompress.passes.prune_config import PruneConfig
 from tvmcompress.passes.quantize import prepare_for_quantization, quantize
 from tvmcompress.passes.quantize_config import QuantizeConfig
-from tvmcompress.pruning import prune
+from tvmcompress.passes.prune import prune
 
 TRAIN_IMAGES = 1400
 
