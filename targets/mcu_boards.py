@@ -20,7 +20,7 @@ from typing import Any
 
 from tvmcompress.errors import TvmcompressError
 
-from .presets import TargetPreset, Toolchain
+from .preset_types import TargetPreset, Toolchain
 
 _ARM_NONE_EABI = Toolchain("arm-none-eabi-g++", "gcc-arm-none-eabi")
 

@@ -64,4 +64,4 @@ def test_readme_api_section_is_up_to_date():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
     assert api_docs.updated_readme(text) == text, "run python scripts/api_docs.py"
-    assert "#### `tvmcompress.compile(model, target='host', *, output, options=None, cache_dir=None, budgets=None)`" in text
+    assert "#### `tvmcompress.compile(model, target='host', *, output, options=None, cache_dir=None, budgets=None, example_inputs=None)`" in text

@@ -389,7 +389,7 @@ _FLAG_FIELDS = {
     "distill": "distill", "distill_minutes": "distill", "train_data": "train_data",
 }
 FIELD_FLAGS = {
-    "input_shapes": "--input-shape", "const_inputs": "--const-input", "prune.criterion": "--prune-criterion",
+    "input_shapes": "--input-shape", "dims": "--dim", "const_inputs": "--const-input", "prune.criterion": "--prune-criterion",
     "tune.trials": "--tune-trials", "tune.minutes": "--tune-minutes", "tune.database_dir": "--tuning-db",
     "tune.min_speedup": "min_speedup", "winograd": "--no-winograd",
     "max_ram_bytes": "--max-ram", "max_flash_bytes": "--max-flash",
@@ -399,7 +399,7 @@ FIELD_FLAGS = {
 def _compile_target_and_options(args):
     """(target, CompileOptions) of `compile`: its flags, over the recipe of --recipe when one is given."""
     if not getattr(args, "recipe", None):
-        return args.target or "host", _compile_options(args)
+        return (args.target if args.target is not None else "host"), _compile_options(args)
     from . import recipe
     from .config import CompileOptions
 
@@ -413,7 +413,7 @@ def _compile_target_and_options(args):
         fields[field] = os.path.abspath(value) if is_path else value
     if flags["compress_weights"]:  # it implies --separate-weights, as in CompileOptions.create
         fields["separate_weights"] = True
-    return args.target or target, CompileOptions.from_dict(fields)
+    return (args.target if args.target is not None else target), CompileOptions.from_dict(fields)
 
 
 def _compile_model(args):
@@ -513,7 +513,8 @@ def _cmd_debug(args) -> int:
 
     # `debug MODEL [compile options]`: the compile parser reads them, so both commands take the same flags.
     compile_args = _build_parser().parse_args(["compile", args.model, "-o", os.devnull, *args.compile_options])
-    report = find_first_disagreement(args.model, compile_args.target or "host", _compile_options(compile_args))
+    report = find_first_disagreement(args.model, compile_args.target if compile_args.target is not None else "host",
+                                     _compile_options(compile_args))
     print(json.dumps(report.to_json(), indent=2, sort_keys=True) if compile_args.json else format_report(report))
     return EXIT_OK
 

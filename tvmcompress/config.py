@@ -219,7 +219,7 @@ class CompileOptions:
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
         set_field("input_shapes", _freeze_shapes(dict(self.input_shapes)))
         if self.dims or any(isinstance(d, str) for _, dims in self.input_shapes for d in dims):
-            from .dynamic_shapes import freeze_ranges
+            from .dim_ranges import freeze_ranges
 
             set_field("dims", freeze_ranges(dict(self.input_shapes), dict(self.dims)))
         set_field("const_inputs", _freeze_consts(dict(self.const_inputs)))
@@ -273,7 +273,7 @@ class CompileOptions:
             if not self.prune_budget >= 0:
                 raise OptionError(f"{{prune_budget}} must be >= 0 points, got {self.prune_budget}")
         if self.dims:
-            from .dynamic_shapes import check_compile_options
+            from .dim_ranges import check_compile_options
 
             check_compile_options(self)
 

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .dim_ranges import check_compile_options, freeze_ranges  # noqa: F401 - re-exported
 from .errors import TvmcompressError
 
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
@@ -100,44 +101,6 @@ def parse_shape_flags(shapes: Sequence[str], dims: Sequence[str]) -> tuple[dict[
 def _identifier(name: str) -> str:
     ident = re.sub(r"\W", "_", name)
     return ident if _NAME.match(ident) else f"in_{ident}"
-
-
-def freeze_ranges(input_shapes: Mapping[str, Sequence], ranges: Mapping[str, Sequence[int]] | None
-                  ) -> tuple[tuple[str, tuple[int, int]], ...]:
-    """The ranges as CompileOptions keeps them, checked against the symbols that `input_shapes` uses: each symbol
-    has a range, each range a user, and each range 1 <= min <= max."""
-    frozen = []
-    for name, bounds in sorted((ranges or {}).items()):
-        low, high = (int(b) for b in bounds)
-        if low < 1 or low > high:
-            raise TvmcompressError(f"dim range {name}={low}..{high} is empty or starts below 1: give MIN..MAX with "
-                                   "1 <= MIN <= MAX")
-        frozen.append((name, (low, high)))
-    used = {d for dims in input_shapes.values() for d in dims if isinstance(d, str)}
-    missing = sorted(used - {name for name, _ in frozen})
-    if missing:
-        raise TvmcompressError(f"input shape dim {missing[0]!r} has no range: add --dim {missing[0]}=MIN..MAX")
-    unused = sorted({name for name, _ in frozen} - used)
-    if unused:
-        raise TvmcompressError(f"--dim {unused[0]} is not used by any --input-shape: use it, as in "
-                               f"--input-shape x={unused[0]},..., or drop it")
-    return tuple(frozen)
-
-
-def check_compile_options(options) -> None:
-    """What dynamic builds do not support yet, refused before any work."""
-    unsupported = [
-        (options.quantize is not None, f"--quantize {options.quantize.mode if options.quantize else ''}"),
-        (options.prune is not None, "--prune"),
-        (options.cluster_bits is not None, "--cluster-bits"),
-        (options.tune is not None, "tuning"),
-        (options.separate_weights, "--separate-weights"),
-        (options.calibration is not None, "--calibration"),
-    ]
-    for used, flag in unsupported:
-        if used:
-            raise TvmcompressError(f"{flag.strip()} is not supported with dynamic dims yet: build with fixed "
-                                   "--input-shape values for it, or drop it")
 
 
 def check_against_model(model, input_shapes: Mapping[str, Dims], ranges: Mapping[str, tuple[int, int]]) -> None:

@@ -75,8 +75,13 @@ class Source:
             return self.dynamic.verify(artifact, self.onnx_model, self.canonical, options)
         from .verify import verify_compressed
 
+        reference = None
+        if self.torch_program is not None:  # no ONNX model: the build is compared with the module's own outputs
+            from .torch_import import TorchReference
+
+            reference = TorchReference(self.torch_program)
         return verify_compressed(artifact, self.onnx_model, self.canonical, options, steps, calibration, fallback,
-                                 self.torch_program)
+                                 reference)
 
     def stats(self) -> dict[str, Any]:
         """Op histogram, parameters and MACs for the report."""

@@ -441,7 +441,7 @@ def layers_to_float(mod, config, calibration: Sequence[Mapping[str, np.ndarray]]
 
 
 def verify_compressed(artifact, source: onnx.ModelProto | None, canonical: onnx.ModelProto | None, options, steps,
-                      calibration, fallback: dict | None, torch_program=None) -> dict[str, Any]:
+                      calibration, fallback: dict | None, reference=None) -> dict[str, Any]:
     """verify_build for the build in `artifact` that pipeline.compress's `steps` made; `calibration()` reads the
     calibration calls. `fallback`: the record of the quality-floor fallback that led to this build, if any."""
     from .pipeline import section, stage_input
@@ -454,11 +454,6 @@ def verify_compressed(artifact, source: onnx.ModelProto | None, canonical: onnx.
     int8 = quantization is not None and quantization.get("config", {}).get("mode") == "int8"
     fallback_layers = (lambda: layers_to_float(stage_input(steps, "quantize"), options.quantize, calibration(),
                                                options.min_sqnr)) if int8 and fallback is None else None
-    reference = None
-    if torch_program is not None:  # no ONNX model: the build is compared with the module's own outputs
-        from .torch_import import TorchReference
-
-        reference = TorchReference(torch_program)
     record = verify_build(artifact, source, canonical, options, compressed or None,
                           calibration() if options.calibration else None, fallback_layers, reference)
     return {**record, "quality_floor_fallback": fallback} if fallback is not None else record

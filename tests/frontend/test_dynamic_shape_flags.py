@@ -49,7 +49,7 @@ def test_static_options_json_has_no_dims_key():
     (["x=1..,3,4,4"], [], "is not MIN..MAX"),
     (["x=N,3,4,4"], ["N=1..8", "N=1..4"], "N is given twice"),
     (["x=1,3,4,4"], ["N=1..8"], "--dim N is not used by any --input-shape"),
-    (["x=N,3,4,4"], [], "has no range: add --dim N=MIN..MAX"),
+    (["x=N,3,4,4"], [], "has no range: give a size, or make it dynamic with --dim N=MIN..MAX"),
     (["x=1.5,3,4,4"], [], "dim '1.5' is not an integer"),
 ])
 def test_bad_ranges_fail_in_one_line(shape, dims, needle, tmp_path, capsys):
