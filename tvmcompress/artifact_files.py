@@ -303,10 +303,12 @@ class ArtifactWriter:
                 shutil.rmtree(path, ignore_errors=True)
 
     def __enter__(self) -> "ArtifactWriter":
-        check_output_dir_writable(self.out, self.inputs)
         parent = os.path.dirname(self.out)
         try:
             with _signals_deferred(), self._out_locked():
+                # Under the lock: no other writer is between its two renames, when OUT is gone or its files are
+                # being deleted (a check outside the lock read such a half-swapped OUT as "not ours").
+                check_output_dir_writable(self.out, self.inputs)
                 self._sweep()
                 try:
                     self.tmpdir = tempfile.mkdtemp(prefix=self._sibling(f"tmp-{os.getpid()}-"), dir=parent)
