@@ -93,7 +93,8 @@ class AotBundleSummary:
 
 
 def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool = True, checks: bool = False):
-    """(VM-ready Relax module, compiled TIR kernels as a runtime module, memory plan) of the artifact.
+    """(VM-ready Relax module, compiled TIR kernels as a runtime module, memory plan, whether the kernels keep
+    their assertions) of the artifact.
     `use_tuning`: apply the artifact's tuning records (measured on its own target, so not for a board).
     `checks`: keep the kernels' run-time assertions. Off by default: most of them check the packed-call
     arguments (count, type, ndim, dtype, shape, device of every tensor), which our generated tables pass by
@@ -132,14 +133,7 @@ def lower_for_aot(artifact: "Artifact", preset: "TargetPreset", use_tuning: bool
              if isinstance(func, tvm.tirx.PrimFunc) and gvar.name_hint in called}
         )
         library = tvm.tirx.build(kernels, target=target)
-    return lowered, library, recorder.plan()
-
-
-def artifact_checks_indices(artifact: "Artifact") -> bool:
-    import tvm
-
-    with open(os.path.join(artifact.directory, RELAX_MODULE_NAME), encoding="utf-8") as f:
-        return checks_indices(tvm.ir.load_json(f.read()))
+    return lowered, library, recorder.plan(), checks
 
 
 def checks_indices(mod) -> bool:
@@ -187,8 +181,8 @@ def export_aot_bundle(
         )
     preset = board.preset() if board is not None else deploy._artifact_preset(artifact)
     log.info("exporting %s as the AOT bundle '%s' for %s", artifact.directory, name, preset.name)
-    checks = checks or artifact_checks_indices(artifact)  # recorded in bundle.json as what the kernels do
-    lowered, library, plan = lower_for_aot(artifact, preset, use_tuning=board is None, checks=checks)
+    # `checks` comes back as what the kernels do (on for a model that checks its indices): bundle.json records it.
+    lowered, library, plan, checks = lower_for_aot(artifact, preset, use_tuning=board is None, checks=checks)
     program = extract_program(lowered, plan.workspace_bytes if plan is not None else 0)
     if budgets is not None:
         check_ram_budget(program, budgets)  # before compiling anything: the arena is known now
